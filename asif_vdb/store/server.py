@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -61,7 +62,9 @@ class QdrantServerBackend(Backend):
             )
             for key, kind in spec.indexes.items():
                 schema = models.PayloadSchemaType.KEYWORD if kind == "keyword" else models.PayloadSchemaType.INTEGER
-                self.client.create_payload_index(name, field_name=key, field_schema=schema)
+                with warnings.catch_warnings():  # local mode warns that it ignores indexes
+                    warnings.simplefilter("ignore")
+                    self.client.create_payload_index(name, field_name=key, field_schema=schema)
         else:
             info = self.client.get_collection(name)
             vectors = info.config.params.vectors
@@ -181,7 +184,9 @@ class QdrantServerBackend(Backend):
         ]
         out: list[Hits] = []
         for start in range(0, len(requests), 256):
-            responses = self.client.query_batch_points(self._name(collection), requests[start : start + 256])
+            with warnings.catch_warnings():  # local mode warns that search params are moot
+                warnings.simplefilter("ignore")
+                responses = self.client.query_batch_points(self._name(collection), requests[start : start + 256])
             out.extend(self._hits(r.points, with_payload) for r in responses)
         return out
 

@@ -35,10 +35,11 @@ class TableReader:
         self.images_dir = images_dir or os.path.dirname(os.path.abspath(path))
         self.source = source or derive_source(path)
         self.name = os.path.basename(path)
-        missing = [c for c in (image_column, caption_column) if c not in self._columns()]
+        columns = self._columns()
+        missing = [c for c in (image_column, caption_column) if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} "
-                             f"(columns: {', '.join(self._columns())})")
+                             f"(columns: {', '.join(map(str, columns))})")
 
     def _columns(self) -> list[str]:
         if self.kind == ".parquet":

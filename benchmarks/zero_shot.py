@@ -1,0 +1,84 @@
+"""Zero-shot CIFAR-10 with Flickr8k-train anchors, through the client and the embedded store.
+
+    python benchmarks/zero_shot.py [--k 800] [--p 1] [--fresh]
+
+Anchors: every caption of every train image (30,455 pairs). Classes: CIFAR-10 names with the
+template "a photo of a {}.". Images are encoded once (an image with five captions is five pairs that
+share one image vector); with --fresh nothing is read from the embedding cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from asif_vdb.client import AsifClient  # noqa: E402
+from asif_vdb.config import AsifParams  # noqa: E402
+from benchmarks import datasets  # noqa: E402
+from benchmarks.common import Stages, finish  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=AsifParams().k)
+    ap.add_argument("--p", type=float, default=AsifParams().p)
+    ap.add_argument("--templates", default="default")
+    ap.add_argument("--fresh", action="store_true", help="encode everything now instead of using the cache")
+    args = ap.parse_args()
+    if args.fresh:
+        os.environ["ASIF_CACHE"] = tempfile.mkdtemp()
+        datasets.CACHE = Path(os.environ["ASIF_CACHE"])
+    stages = Stages()
+    f8k = datasets.load_flickr8k()
+    cifar_paths, cifar_labels = datasets.load_cifar10()
+    train = f8k.names("train")
+    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=AsifParams(k=args.k, p=args.p)) as client:
+        with stages("encode"):
+            emb = datasets.embeddings(client)
+        row = {n: i for i, n in enumerate(f8k.images)}
+        caption_start = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
+        img_rows, cap_rows, payloads = [], [], []
+        for name in train:
+            for j, caption in enumerate(f8k.captions[name]):
+                img_rows.append(row[name])
+                cap_rows.append(caption_start[row[name]] + j)
+                payloads.append({"image": str(f8k.image_path(name)), "caption": caption, "source": "flickr8k-train",
+                                 "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
+        with stages("add_anchors"):
+            for start in range(0, len(payloads), 4096):
+                sl = slice(start, start + 4096)
+                client.add_anchor_embeddings(emb["flickr_images"][img_rows[sl]], emb["flickr_captions"][cap_rows[sl]],
+                                             payloads[sl])
+        with stages("create_label_set"):
+            client.create_label_set("cifar10", datasets.CIFAR_CLASSES, args.templates)
+        with stages("classify"):
+            scores = np.concatenate([
+                client.class_scores(emb["cifar_images"][s : s + 500], "cifar10")
+                for s in range(0, len(cifar_labels), 500)
+            ])
+        pred = scores.argmax(axis=1)
+        top5 = np.argsort(-scores, axis=1)[:, :5]
+        per_class = {c: round(float((pred[cifar_labels == i] == i).mean()), 4)
+                     for i, c in enumerate(datasets.CIFAR_CLASSES)}
+        n_anchors = client.count()
+    finish("zero_shot", {
+        "cifar10_top1": round(float((pred == cifar_labels).mean()), 4),
+        "cifar10_top5": round(float((top5 == cifar_labels[:, None]).any(axis=1).mean()), 4),
+        "cifar10_per_class_top1": per_class,
+        "k": args.k, "p": args.p, "templates": args.templates, "anchors": n_anchors,
+        "images": int(len(cifar_labels)), "stage_seconds": stages.seconds,
+        "classify_ms_per_image": round(1000 * stages.seconds["classify"] / len(cifar_labels), 2),
+        "embeddings_from_cache": not args.fresh,
+    })
+
+
+if __name__ == "__main__":
+    main()

