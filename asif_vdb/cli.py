@@ -63,29 +63,6 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-@main.command()
-@store_options
-@click.argument("table", type=click.Path(path_type=Path))
-@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder the table's image paths are relative to (default: the table's folder).")
-@click.option("--source", default=None, help="Source name stored with each pair (default: the table's name).")
-@click.option("--limit", type=int, default=None, help="Ingest at most N pairs.")
-@click.option("--batch", type=int, default=256, show_default=True, help="Pairs encoded and written per batch.")
-@click.option("--image-encoder", default=None, help="New store only: timm model (timm:NAME[@WEIGHTS]).")
-@click.option("--text-encoder", default=None, help="New store only: sentence-transformers model name or path.")
-@click.option("-k", "k", type=int, default=None, help="New store only: non-zeros per relative vector (800).")
-@click.option("-p", "p", type=float, default=None, help="New store only: exponent (1.0).")
-@friendly
-def ingest(store, url, api_key, table, images_dir, source, limit, batch, image_encoder, text_encoder, k, p) -> None:
-    """Add image-caption anchor pairs from a CSV table with columns image,caption."""
-    from asif_vdb.minimal_ingest import ingest_csv
-
-    client = open_client(store, url, api_key, **_new_store_kwargs(image_encoder, text_encoder, k, p))
-    with client:
-        report = ingest_csv(client, table, images_dir=images_dir, source=source, limit=limit, batch=batch)
-    click.echo(json.dumps(report))
-
-
 def _new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int | None, p: float | None) -> dict[str, Any]:
     from asif_vdb.config import AsifParams
 
@@ -198,6 +175,15 @@ def demo(workdir: Path) -> None:
         click.echo(f"  {path.name:20s} true={truth:8s} predicted={result.label or 'unknown':8s} [{ranked}]")
     click.echo(f"accuracy {right}/{len(queries)}; {time.perf_counter() - t0:.1f} s in all. "
                f"Try: asif classify --store {store} --labels shapes {queries[0][0]}")
+
+
+from asif_vdb import cli_explain  # noqa: E402  (issue 6: explain, calibrate)
+main.add_command(cli_explain.explain); main.add_command(cli_explain.calibrate)  # noqa: E702
+from asif_vdb import cli_eval, cli_search  # noqa: E402  (issue 4: galleries, search, eval)
+main.add_command(cli_search.gallery); main.add_command(cli_search.search); main.add_command(cli_eval.eval_group)  # noqa: E702,E501
+
+from ingest.cli import ingest as _ingest  # noqa: E402  (issue 3: the ingestion pipeline)
+main.add_command(_ingest)
 
 
 if __name__ == "__main__":

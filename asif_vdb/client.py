@@ -9,24 +9,28 @@ from typing import Any, Literal
 
 import numpy as np
 
+from asif_vdb import calibrate as calibration
+from asif_vdb import gallery as gallery_sets
 from asif_vdb import labels as label_sets
-from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, IndexConfig, LabelSetInfo
+from asif_vdb import refresh as refresh_mod
+from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, GallerySetInfo, IndexConfig, LabelSetInfo
 from asif_vdb.encoders import Encoder, build_encoder, parse_spec
 from asif_vdb.encoders.images import ImageInput, image_digest, image_reference
 from asif_vdb.encoders.st_text import check_captions
 from asif_vdb.errors import EncoderMismatchError, InputError, NotFoundError, StoreError
+from asif_vdb.explain import Explanation, explain_classes
 from asif_vdb.index import AsifIndex
-from asif_vdb.results import Classification
+from asif_vdb.results import Classification, SearchHit
 from asif_vdb.store import open_backend
 from asif_vdb.templates import load_templates
 
-_ENCODERS: dict[tuple[str, str, str | None, str | None, int | None], Encoder] = {}
+_ENCODERS: dict[tuple[Any, ...], Encoder] = {}
 RESERVED_PAYLOAD = {"ok", "hash", "set"}
 
 
 def get_encoder(spec: EncoderSpec) -> Encoder:
     """Encoders are loaded once per process and shared by every client that names the same spec."""
-    key = (spec.family, spec.name, spec.weights, spec.device, spec.batch_size)
+    key = (spec.family, spec.name, spec.weights, spec.crop_pct, spec.device, spec.batch_size)
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoder(spec)
     return _ENCODERS[key]
@@ -70,6 +74,7 @@ class AsifClient:
         text_spec = _as_spec(text_encoder, "text")
         stored = self.backend.read_config()
         self._index: AsifIndex | None = None
+        self.last_refresh: refresh_mod.RefreshReport | None = None  # what the last anchor update did
         if stored is None:
             self._new_specs = (image_spec or EncoderSpec.default_image(), text_spec or EncoderSpec.default_text())
             self._new_params = params or AsifParams()
@@ -86,8 +91,8 @@ class AsifClient:
                     f"asked for k={params.k}, p={params.p}. Open it without params, or build a new store."
                 )
             self._index = AsifIndex(self.backend, config)
-            repaired = self._index.repair_incomplete()
-            self.last_repair = repaired
+            # Complete or roll back an anchor update a crash left half done (issue 5: refresh.py).
+            self.last_repair = refresh_mod.recover(self._index)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def __enter__(self) -> AsifClient:
@@ -105,7 +110,9 @@ class AsifClient:
     ) -> None:
         if requested is None:
             return
-        if (requested.family, requested.name, requested.weights) != (stored.family, stored.name, stored.weights):
+        if (requested.family, requested.name, requested.weights, requested.crop_pct) != (
+            stored.family, stored.name, stored.weights, stored.crop_pct
+        ):
             raise EncoderMismatchError(
                 f"store {self.backend.location} was built with {modality} encoder {identity.describe()}; "
                 f"it cannot be opened with {modality} encoder {requested.family}:{requested.name}"
@@ -199,24 +206,37 @@ class AsifClient:
                 h = hashlib.sha256(np.asarray(image_vectors[i], np.float32).tobytes())
                 h.update(np.asarray(text_vectors[i], np.float32).tobytes())
                 p["hash"] = h.hexdigest()
-        ids, new = self.index.add_anchors(image_vectors, text_vectors, payloads)
-        self.refresh(added=new)
+        ids, _, self.last_refresh = refresh_mod.add_pairs(self.index, image_vectors, text_vectors, payloads)
         return ids
 
     def delete_anchors(self, ids: Sequence[int]) -> int:
-        """Delete pairs by id; returns how many existed."""
+        """Delete pairs by id; returns how many existed. Returns once every label set and gallery
+        no longer uses them."""
         if self._index is None:
             return 0
-        removed = self.index.delete_anchors(ids)
-        self.refresh(deleted=removed)
+        removed, self.last_refresh = refresh_mod.delete_pairs(self.index, ids)
         return len(removed)
 
     def refresh(self, added: Sequence[int] = (), deleted: Sequence[int] = ()) -> None:
-        """Recompute stored candidate vectors after anchors change, so label sets stay exact."""
+        """Bring stored label sets and galleries up to date after anchors ``added`` (visible now)
+        and ``deleted`` (gone now), incrementally (refresh.py). add_anchors and delete_anchors do
+        this themselves; call it only after changing anchors through the index directly."""
         if not (added or deleted) or self._index is None:
             return
-        for info in list(self.index.config.label_sets.values()):
-            self._store_label_set(info)
+        self.last_refresh = refresh_mod.apply(self._index, added=added, deleted=deleted)
+
+    # -- anchor removal by payload (issue 5; logic in asif_vdb/refresh.py) -----------------------
+    def anchor_ids_where(self, **conditions: Any) -> list[int]:
+        """Ids of the stored pairs whose payload matches every condition (a value, or a list of
+        accepted values), e.g. ``source="flickr"``."""
+        if not conditions:
+            raise InputError("give at least one payload condition, e.g. source='NAME'")
+        return self._index.anchor_ids_where(**conditions) if self._index else []
+
+    def delete_anchors_where(self, **conditions: Any) -> int:
+        """Delete every pair whose payload matches (e.g. one source's data, for a removal request);
+        returns how many were deleted, once everything derived is fresh."""
+        return self.delete_anchors(self.anchor_ids_where(**conditions))
 
     def count(self) -> int:
         """Number of complete anchor pairs."""
@@ -308,10 +328,16 @@ class AsifClient:
         self, image_vectors: np.ndarray, label_set: str, top: int = 5,
         *, threshold: float | None | Literal["stored"] = "stored",
     ) -> list[Classification]:
-        """Classify precomputed image embeddings (the same encoder's)."""
-        scores = self.class_scores(image_vectors, label_set)
+        """Classify precomputed image embeddings (the same encoder's). With "stored", a calibrated
+        anchor-coverage threshold (asif_vdb/calibrate.py) also marks poorly covered images unknown."""
         info = self.label_set(label_set)
         limit = info.threshold if threshold == "stored" else threshold
+        if threshold == "stored" and info.coverage_threshold is not None:
+            scores, cover = calibration.scores_and_coverage(self.index, info, image_vectors)
+            results = label_sets.top_predictions(scores, info.classes, top, limit)
+            calibration.mark_uncovered(results, cover, info.coverage_threshold)
+            return results
+        scores = self.class_scores(image_vectors, label_set)
         return label_sets.top_predictions(scores, info.classes, top, limit)
 
     def class_scores(self, image_vectors: np.ndarray, label_set: str) -> np.ndarray:
@@ -320,6 +346,146 @@ class AsifClient:
         rel = self.index.relative(image_vectors, "image")
         hits = self.index.rank_candidates(rel, label_sets.set_key(label_set), info.n_candidates)
         return label_sets.class_scores(hits, info)
+
+    # -- explanations (issue 6; logic in asif_vdb/explain.py) ------------------------------------
+    def explain(
+        self, image: ImageInput, label_set: str, top: int = 3, *, anchors: int = 5, neighbours: int = 5,
+        threshold: float | None | Literal["stored"] = "stored",
+    ) -> Explanation:
+        """The top classes of one image, each with the anchor pairs that contributed most to its score,
+        and the image's nearest anchors. ``threshold`` decides ``unknown`` as in ``classify``."""
+        return self.explain_embedding(self.encode_images([image]), label_set, top, anchors=anchors,
+                                      neighbours=neighbours, threshold=threshold, reference=image_reference(image))
+
+    def explain_embedding(
+        self, image_vector: np.ndarray, label_set: str, top: int = 3, *, anchors: int = 5, neighbours: int = 5,
+        threshold: float | None | Literal["stored"] = "stored", reference: str = "",
+    ) -> Explanation:
+        """``explain`` for a precomputed image embedding (the store's image encoder's)."""
+        info = self.label_set(label_set)
+        stored = threshold == "stored"
+        return explain_classes(
+            self.index, image_vector, info, top=top, anchors=anchors, neighbours=neighbours,
+            threshold=info.threshold if stored else threshold, reference=reference,
+            coverage_threshold=info.coverage_threshold if stored else None,
+        )
+
+    # -- galleries and search (issue 4; logic in asif_vdb/gallery.py) ----------------------------
+    def index_gallery(
+        self,
+        name: str,
+        images: Sequence[ImageInput] | None = None,
+        texts: Sequence[str] | None = None,
+        payloads: Sequence[dict[str, Any]] | None = None,
+        *,
+        progress: bool = False,
+    ) -> list[int]:
+        """Add images or texts (exactly one of the two) to gallery NAME, created if new; returns the
+        items' ids. A payload records ``ref`` (the image path, or the text) and the user's fields
+        (a user ``ref`` replaces the default). Everything is encoded before anything is written."""
+        gallery_sets.check_name(name)
+        if (images is None) == (texts is None):
+            raise InputError(f"gallery {name!r}: give images or texts (exactly one of the two)")
+        if images is not None:
+            items, modality = _as_list(images), "image"
+            refs = [image_reference(im) for im in items]
+        else:
+            items, modality = check_captions(_as_list(texts)), "text"
+            refs = list(items)
+        extras = self._gallery_payloads(name, payloads, len(items))
+        if not items:
+            return []
+        vecs = self.encode_images(items, progress=progress) if modality == "image" \
+            else self.encode_texts(items, progress=progress)
+        return gallery_sets.add_items(
+            self.index, name, vecs, modality, [{"ref": r, **e} for r, e in zip(refs, extras)]
+        )
+
+    def index_gallery_embeddings(
+        self, name: str, vectors: np.ndarray, modality: Literal["image", "text"],
+        payloads: Sequence[dict[str, Any]] | None = None,
+    ) -> list[int]:
+        """Add precomputed embeddings (the store's encoder's) to gallery NAME; ``ref`` comes from the
+        payload (None when absent)."""
+        gallery_sets.check_name(name)
+        modality = gallery_sets.check_modality(modality)
+        vecs = np.asarray(vectors, dtype=np.float32)
+        n = 1 if vecs.ndim == 1 else len(vecs)
+        extras = self._gallery_payloads(name, payloads, n)
+        return gallery_sets.add_items(self.index, name, vecs, modality, [{"ref": None, **e} for e in extras])
+
+    @staticmethod
+    def _gallery_payloads(name: str, payloads: Sequence[dict[str, Any]] | None, n: int) -> list[dict[str, Any]]:
+        extras = [dict(p) for p in payloads] if payloads is not None else [{} for _ in range(n)]
+        if len(extras) != n:
+            raise InputError(f"gallery {name!r}: {len(extras)} payloads for {n} items")
+        for p in extras:
+            bad = RESERVED_PAYLOAD & set(p)
+            if bad:
+                raise InputError(f"payload keys {sorted(bad)} are reserved by asif-vdb")
+        return extras
+
+    def delete_from_gallery(self, name: str, ids: Sequence[int]) -> int:
+        """Delete items of gallery NAME by id; returns how many it held."""
+        return gallery_sets.delete_items(self._require_index(), name, ids)
+
+    def gallery(self, name: str) -> GallerySetInfo:
+        return gallery_sets.get(self._require_index(), name)
+
+    def galleries(self) -> list[str]:
+        """Stored galleries, including the anchors' sides once they were indexed."""
+        return sorted(self._index.config.galleries) if self._index else []
+
+    def delete_gallery(self, name: str) -> None:
+        gallery_sets.drop(self._require_index(), name)
+
+    def index_anchors_gallery(self, modality: Literal["image", "text"] | None = None) -> list[GallerySetInfo]:
+        """Index the anchors as galleries now (both sides by default) instead of at the first search."""
+        sides = [gallery_sets.check_modality(modality)] if modality else ["image", "text"]
+        return [gallery_sets.build_anchors_gallery(self._require_index(), m) for m in sides]
+
+    def search(
+        self, query: Any, gallery: str, top: int = 10, *, modality: Literal["image", "text"] | None = None,
+    ) -> list[SearchHit]:
+        """The ``top`` items of ``gallery`` for one text or image query, best first.
+
+        A str is a text unless it names an existing file (then an image); ``modality`` overrides.
+        ``gallery="anchors"`` searches the anchor images for a text, the anchor captions for an image
+        (hits carry the anchor id and payload)."""
+        return self.search_many([query], gallery, top, modality=modality)[0]
+
+    def search_many(
+        self, queries: Sequence[Any], gallery: str, top: int = 10, *,
+        modality: Literal["image", "text"] | None = None, progress: bool = False,
+    ) -> list[list[SearchHit]]:
+        """``search`` for many queries (texts and images may be mixed); one result list per query."""
+        queries = list(queries)
+        kinds = [gallery_sets.query_modality(q, modality) for q in queries]
+        out: list[list[SearchHit]] = [[] for _ in queries]
+        for kind in ("text", "image"):
+            rows = [i for i, k in enumerate(kinds) if k == kind]
+            if not rows:
+                continue
+            items = [queries[i] for i in rows]
+            vecs = self.encode_texts(check_captions(items), progress=progress) if kind == "text" \
+                else self.encode_images(items, progress=progress)
+            for i, hits in zip(rows, self.search_embeddings(vecs, kind, gallery, top)):
+                out[i] = hits
+        return out
+
+    def search_embeddings(
+        self, vectors: np.ndarray, modality: Literal["image", "text"], gallery: str, top: int = 10,
+    ) -> list[list[SearchHit]]:
+        """``search`` for precomputed query embeddings of ``modality`` (the store's encoder's)."""
+        index = self._require_index()
+        modality = gallery_sets.check_modality(modality)
+        info = gallery_sets.resolve(index, gallery, modality)
+        return gallery_sets.rank(index, info, index.relative(vectors, modality), top)
+
+    def _require_index(self) -> AsifIndex:
+        if self._index is None:
+            raise NotFoundError(f"store {self.backend.location} is empty: add anchors first")
+        return self._index
 
     # -- info ------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:
@@ -337,7 +503,8 @@ class AsifClient:
             "params": c.params.model_dump(),
             "schema_version": c.schema_version,
             "label_sets": {n: {"classes": len(i.classes), "templates": len(i.templates),
-                               "aggregate": i.aggregate, "threshold": i.threshold}
+                               "aggregate": i.aggregate, "threshold": i.threshold,
+                               "coverage_threshold": i.coverage_threshold}
                            for n, i in c.label_sets.items()},
             "galleries": {n: g.model_dump() for n, g in c.galleries.items()},
         }

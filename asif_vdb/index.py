@@ -39,11 +39,15 @@ class AsifIndex:
             backend.ensure_collection(CollectionSpec(
                 name, dense={"v": dims[modality]}, indexes={"ok": "integer", "hash": "keyword", "source": "keyword"},
             ))
+        # "state": each candidate's anchor list beyond its top-k, which keeps it exact under anchor
+        # updates without searching again (see refresh.py).
         backend.ensure_collection(CollectionSpec(
-            CANDIDATES, dense={"image": dims["image"], "text": dims["text"]}, sparse=("rel",),
+            CANDIDATES, dense={"image": dims["image"], "text": dims["text"]}, sparse=("rel", "state"),
             indexes={"set": "keyword"},
         ))
         self.dims = dims
+        #: >0 while an anchor update (journaled in the config) is being carried out by this process.
+        self.updating = 0
 
     def save(self) -> None:
         self.backend.write_config(self.config.model_dump(mode="json"))
@@ -169,6 +173,11 @@ class AsifIndex:
 
     def relative(self, vectors: np.ndarray, modality: Modality) -> sp.csr_matrix:
         """Relative vectors of embeddings against the visible anchors of their own modality."""
+        if self.config.journal and not self.updating:
+            raise StoreError(
+                f"store {self.backend.location} has an unfinished anchor update: reopen it (or run "
+                "`asif doctor --repair`) to complete or roll it back before querying"
+            )
         vecs = self.check_vectors(vectors, modality, f"{modality} queries")
         hits = self.anchor_topk(vecs, modality)
         return relative.relative_vectors(
@@ -185,16 +194,23 @@ class AsifIndex:
         self, set_key: str, ids: Sequence[int], vectors: np.ndarray, modality: Modality,
         payloads: Sequence[dict[str, Any]],
     ) -> sp.csr_matrix:
-        """Store candidates with their embedding and relative vector; returns the relative vectors."""
+        """Store candidates with their embedding, relative vector and anchor list (refresh.py);
+        returns the relative vectors."""
+        from asif_vdb import refresh
+
         vecs = self.check_vectors(vectors, modality, f"{set_key} items")
-        rel = self.relative(vecs, modality)
+        if self.config.journal and not self.updating:
+            self.relative(vecs[:0], modality)  # refuses, with the reason
+        rel, lists = refresh.candidate_lists(self, vecs, modality)
         pairs = relative.to_pairs(rel)
+        k = self.config.params.k
         for start in range(0, len(ids), WRITE_BATCH):
             self.backend.upsert(CANDIDATES, [
-                PointData(int(ids[i]), payload={**payloads[i], "set": set_key},
-                          dense={modality: vecs[i]}, sparse={"rel": pairs[i]})
+                PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]},
+                          sparse={"rel": pairs[i], "state": refresh.encode_state(lists[i], k)})
                 for i in range(start, min(len(ids), start + WRITE_BATCH))
             ])
+        refresh.note_put(self, set_key, ids, vecs, modality, lists)
         return rel
 
     def rank_candidates(self, queries: sp.csr_matrix, set_key: str, limit: int) -> list[Hits]:
@@ -207,7 +223,10 @@ class AsifIndex:
         return {p.id: p.sparse["rel"] for p in self.backend.retrieve(CANDIDATES, list(ids), False, ("rel",))}
 
     def drop_set(self, set_key: str) -> None:
+        from asif_vdb import refresh
+
         self.backend.delete_where(CANDIDATES, Filter.where(set=set_key))
+        refresh.note_drop(self, set_key)
 
     def count_set(self, set_key: str) -> int:
         return self.backend.count(CANDIDATES, Filter.where(set=set_key))

@@ -74,15 +74,21 @@ def cifar_calibration_mask(labels: np.ndarray, per_class: int = 100) -> np.ndarr
 
 def cached(name: str, identity: dict, compute) -> np.ndarray:
     """Load ``name`` from the cache if it was made by the same encoder identity, else compute it."""
+    import fcntl
+
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
     path = CACHE / f"{name}-{key}.npy"
     if path.exists():
         return np.load(path)
-    value = np.asarray(compute(), dtype=np.float32)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, value)
-    os.replace(tmp, path)
+    with open(path.with_suffix(".lock"), "w") as lock:  # concurrent runs wait for one computation
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return np.load(path)
+        value = np.asarray(compute(), dtype=np.float32)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, value)
+        os.replace(tmp, path)
     return value
 
 

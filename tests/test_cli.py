@@ -24,10 +24,10 @@ def test_demo_runs_offline_and_classifies(tmp_path) -> None:
 def test_ingest_labels_classify_info(demo_data, tmp_path) -> None:
     table, queries = demo_data
     store = str(tmp_path / "store")
-    result = run("ingest", "--store", store, str(table), "-k", "20", "--limit", "60")
+    result = run("ingest", "--store", store, str(table), "-k", "20", "--limit", "60", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["ingested"] == 60
-    again = run("ingest", "--store", store, str(table), "--limit", "60")
+    again = run("ingest", "--store", store, str(table), "--limit", "60", "--json")
     assert json.loads(again.output.strip().splitlines()[-1])["ingested"] == 0
     assert run("labels", "create", "shapes", "--store", store, "--classes", "circle,square,triangle",
                "--templates", "a {} on a background.").exit_code == 0
@@ -42,7 +42,7 @@ def test_ingest_labels_classify_info(demo_data, tmp_path) -> None:
 def test_errors_are_one_line_without_traceback(tmp_path) -> None:
     store = str(tmp_path / "store")
     result = CliRunner().invoke(main, ["ingest", "--store", store, str(tmp_path / "nope.csv")])
-    assert result.exit_code == 2 and "nope.csv: table not found" in result.output
+    assert result.exit_code == 2 and "not found" in result.output and "nope.csv" in result.output
     assert "Traceback" not in result.output
     result = CliRunner().invoke(main, ["classify", "--store", store, "--labels", "x", str(tmp_path / "a.jpg")])
     assert result.exit_code == 2 and "no label set 'x'" in result.output

@@ -104,6 +104,8 @@ class TimmImageEncoder(Encoder):
         self._traced: Any = None
         self.weights_tag = weights_tag
         self.data_config = timm.data.resolve_model_data_config(self.model)
+        if spec.crop_pct is not None:
+            self.data_config["crop_pct"] = spec.crop_pct
         self.transform = timm.data.create_transform(**self.data_config, is_training=False)
 
     @cached_property

@@ -94,6 +94,21 @@ class Backend(ABC):
     @abstractmethod
     def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None: ...
 
+    def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
+        """Replace the named vectors given in each point, keeping its other vectors and payload.
+        Each point is updated atomically. (Generic version: read, merge, upsert.)"""
+        if not points:
+            return
+        names = sorted({n for p in points for n in (*p.dense, *p.sparse)})
+        stored = {p.id: p for p in self.retrieve(collection, [p.id for p in points], True, names)}
+        merged = []
+        for p in points:
+            old = stored.get(p.id)
+            if old is None:
+                continue
+            merged.append(PointData(p.id, old.payload, {**old.dense, **p.dense}, {**old.sparse, **p.sparse}))
+        self.upsert(collection, merged)
+
     @abstractmethod
     def delete(self, collection: str, ids: Sequence[int]) -> None: ...
 

@@ -122,10 +122,16 @@ class EdgeBackend(Backend):
 
     def _point(self, p: PointData) -> Any:
         qe = _edge()
+        return qe.Point(id=int(p.id), vector=self._vectors(p), payload=p.payload)
+
+    @staticmethod
+    def _vectors(p: PointData) -> dict[str, Any]:
+        qe = _edge()
         vector: dict[str, Any] = {n: np.asarray(v, np.float32).tolist() for n, v in p.dense.items()}
         for n, (idx, vals) in p.sparse.items():
-            vector[n] = qe.SparseVector(indices=[int(i) for i in idx], values=[float(v) for v in vals])
-        return qe.Point(id=int(p.id), vector=vector, payload=p.payload)
+            vector[n] = qe.SparseVector(indices=np.asarray(idx, np.int64).tolist(),
+                                        values=np.asarray(vals, np.float32).tolist())
+        return vector
 
     @staticmethod
     def _record(r: Any) -> PointData:
@@ -150,6 +156,13 @@ class EdgeBackend(Backend):
         if points:
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
+
+    def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
+        if points:
+            qe = _edge()
+            self._shard(collection).update(qe.UpdateOperation.update_vectors(
+                [qe.PointVectors(int(p.id), self._vectors(p)) for p in points]
+            ))
 
     def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None:
         if len(ids):

@@ -149,6 +149,14 @@ class QdrantServerBackend(Backend):
         if points:
             self.client.upsert(self._name(collection), [self._point(p) for p in points], wait=True)
 
+    def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
+        from qdrant_client import models
+
+        if points:
+            self.client.update_vectors(self._name(collection), [
+                models.PointVectors(id=int(p.id), vector=self._point(p).vector) for p in points
+            ], wait=True)
+
     def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None:
         if len(ids):
             self.client.set_payload(self._name(collection), payload=payload, points=[int(i) for i in ids], wait=True)

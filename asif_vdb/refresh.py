@@ -1,0 +1,532 @@
+"""Incremental refresh: every stored candidate (label-set prompt, gallery item) stays exact as anchors
+are added and deleted, without re-encoding anything and without searching every anchor again.
+
+A candidate's relative vector is its top-k anchor similarities (clamped at 0, ^p, L2-normalised).
+Adding or deleting a thousand of 30,000 anchors changes nearly every candidate's top-k a little, so
+the cost to beat is one top-k search per candidate. Instead each candidate carries a *list* L: its
+best K = k + reserve anchors of positive similarity, best first, and whether L is *complete* (holds
+every anchor of positive similarity). Then
+
+- adding anchors: a new anchor enters L iff its similarity beats L's last entry (any positive one
+  when L is complete): one matrix product of the candidates' embeddings with the new anchors;
+- deleting anchors: they leave L and the reserve moves up; only a candidate whose L falls below k
+  entries (and is not complete) is searched again.
+
+The relative vector is always a function of L's first k entries, so it equals a rebuild.
+
+Stored per candidate point, beside its embedding: ``rel`` (the relative vector, what queries use)
+and the sparse vector ``state``: L from its min(k, |L|)-th entry on, with raw similarities, negated
+when L is complete. The entry shared with ``rel`` gives back ``rel``'s scale, hence the raw
+similarities of L's head. Both are written in one point update, so a crash never separates them.
+
+Exactness: a new anchor's similarity comes from numpy (float64), the others' from Qdrant (float32),
+about 1e-7 apart. Where an order that decides membership (the k-th entry, the end of the reserve,
+the bar for new anchors) rests on values closer than ``EPS``, the similarities of the anchors
+involved are read again from Qdrant: the numbers a rebuild would compare.
+
+Crash safety: an anchor update is journaled in the store's config before anything is written and
+cleared when every derived vector is fresh; ``recover`` (run on open) completes or rolls back an
+update left in the journal, and queries refuse to run while one is unfinished.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from asif_vdb import relative
+from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex, Modality
+from asif_vdb.store.base import Filter, Hits, PointData
+
+#: Orders decided by values closer than this are re-read from Qdrant (its float32 dot products and
+#: numpy's float64 ones differ by ~1e-7).
+EPS = 1e-6
+MODALITIES: tuple[Modality, ...] = ("image", "text")
+SEARCH_BATCH = 256
+WRITE_BATCH = 1024
+EMPTY_IDS = np.zeros(0, np.int64)
+EMPTY_SIMS = np.zeros(0, np.float64)
+
+
+def depth(k: int) -> int:
+    """K: how many anchors a candidate's list keeps (k plus a reserve that absorbs deletions)."""
+    return k + max(k // 4, 16)
+
+
+# -- one candidate's list ------------------------------------------------------------------------
+@dataclass
+class AnchorList:
+    """L: anchor ids and their raw similarities, best first; ``full`` when it holds every anchor of
+    positive similarity. An empty list is always complete."""
+
+    ids: np.ndarray
+    sims: np.ndarray
+    full: bool
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def same(self, other: AnchorList) -> bool:
+        return self.full == other.full and np.array_equal(self.ids, other.ids)
+
+
+def sort_entries(ids: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((ids, -sims))
+    return ids[order], sims[order]
+
+
+def from_hits(hits: Hits, K: int) -> AnchorList:
+    """L from a top-K search: its positive hits; complete when the search ran out of positives."""
+    scores = hits.scores.astype(np.float64)
+    full = len(scores) < K or bool(len(scores) and scores[-1] <= 0)
+    keep = scores > 0
+    ids, sims = sort_entries(hits.ids[keep].astype(np.int64), scores[keep])
+    return AnchorList(ids, sims, full)
+
+
+def encode_state(lst: AnchorList, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``state`` sparse vector: L from entry min(k, |L|)-1 on, negated when complete."""
+    if not len(lst):
+        return EMPTY_IDS, np.zeros(0, np.float32)
+    start = min(k, len(lst)) - 1
+    vals = np.maximum(lst.sims[start:], np.finfo(np.float32).tiny).astype(np.float32)
+    return lst.ids[start:].copy(), -vals if lst.full else vals
+
+
+def decode_state(rel: tuple[np.ndarray, np.ndarray] | None, state: tuple[np.ndarray, np.ndarray] | None,
+                 p: float) -> AnchorList | None:
+    """L back from a stored point, or None when it holds no usable state (it is searched again)."""
+    r_ids, r_vals = rel if rel is not None else (EMPTY_IDS, EMPTY_SIMS)
+    if not len(r_ids):
+        return AnchorList(EMPTY_IDS, EMPTY_SIMS, True)  # no anchor of positive similarity at all
+    if state is None or not len(state[0]):
+        return None
+    s_ids, s_vals = np.asarray(state[0], np.int64), np.asarray(state[1], np.float64)
+    full = bool(np.signbit(s_vals[0]))
+    s_sims = np.abs(s_vals)
+    ref = int(np.argmax(s_sims))
+    at = np.flatnonzero(r_ids == s_ids[ref])
+    if not len(at) or r_vals[at[0]] <= 0:
+        return None
+    scale = s_sims[ref] ** p / float(r_vals[at[0]])
+    head = (np.asarray(r_vals, np.float64) * scale) ** (1.0 / p)
+    head[at[0]] = s_sims[ref]
+    tail = np.arange(len(s_ids)) != ref
+    ids, sims = sort_entries(
+        np.concatenate([np.asarray(r_ids, np.int64), s_ids[tail]]), np.concatenate([head, s_sims[tail]])
+    )
+    return AnchorList(ids, sims, full)
+
+
+def update_list(
+    lst: AnchorList, deleted: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, k: int, K: int,
+    check: bool = True,
+) -> tuple[AnchorList | None, np.ndarray | None]:
+    """One candidate's list after deleting ``deleted`` and adding anchors with these similarities.
+
+    Returns (L', None), or (None, None) when L' cannot be known without a new search (too few
+    entries left), or (None, ids) when an order at a boundary rests on values closer than EPS: the
+    caller re-reads those anchors' similarities from Qdrant and calls again with ``check=False``."""
+    ids, sims, full = lst.ids, lst.sims, lst.full
+    if len(deleted) and len(ids):
+        keep = ~np.isin(ids, deleted)
+        ids, sims = ids[keep], sims[keep]
+    if not full and len(ids) < k:
+        return None, None
+    involved: list[np.ndarray] = []
+    if len(new_ids):
+        fresh = ~np.isin(new_ids, ids)
+        new_ids, new_sims = new_ids[fresh], new_sims[fresh]
+        bar = 0.0 if full else float(sims[-1])
+        if check and not full and np.any(np.abs(new_sims - bar) < EPS):
+            involved.append(_near(ids, sims, new_ids, new_sims, bar))
+        enter = new_sims > bar
+        if enter.any():
+            ids, sims = sort_entries(np.concatenate([ids, new_ids[enter]]), np.concatenate([sims, new_sims[enter]]))
+    if check:
+        for b in (k, K):
+            if len(ids) > b and sims[b - 1] - sims[b] < EPS:
+                involved.append(_near(ids, sims, new_ids, new_sims, 0.5 * (sims[b - 1] + sims[b])))
+        if involved:
+            return None, np.unique(np.concatenate(involved))
+    if len(ids) > K:
+        ids, sims, full = ids[:K], sims[:K], False
+    return AnchorList(ids, sims, full), None
+
+
+def _near(ids: np.ndarray, sims: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, value: float) -> np.ndarray:
+    return np.concatenate([ids[np.abs(sims - value) < 2 * EPS], new_ids[np.abs(new_sims - value) < 2 * EPS]])
+
+
+def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
+    """Relative vectors: each list's first k entries, clamped, ^p, normalised (as a rebuild does)."""
+    return relative.relative_vectors([lst.ids[:k] for lst in lists], [lst.sims[:k] for lst in lists], p, n_coords)
+
+
+# -- the candidates of a store, held in memory between refreshes ----------------------------------
+@dataclass
+class Group:
+    """The candidates of one modality: ids, unit embeddings, set keys and lists, row-aligned."""
+
+    modality: Modality
+    ids: np.ndarray = field(default_factory=lambda: EMPTY_IDS)
+    dense: np.ndarray | None = None
+    sets: list[str] = field(default_factory=list)
+    lists: list[AnchorList] = field(default_factory=list)
+
+    def put(self, ids: Sequence[int], dense: np.ndarray, set_key: str, lists: Sequence[AnchorList]) -> None:
+        ids = np.asarray(ids, np.int64)
+        self.remove(np.isin(self.ids, ids))
+        self.ids = np.concatenate([self.ids, ids])
+        self.dense = dense.copy() if self.dense is None else np.concatenate([self.dense, dense])
+        self.sets.extend([set_key] * len(ids))
+        self.lists.extend(lists)
+
+    def remove(self, mask: np.ndarray) -> None:
+        if not mask.any():
+            return
+        keep = ~mask
+        self.ids = self.ids[keep]
+        self.dense = self.dense[keep] if self.dense is not None else None
+        self.sets = [s for s, k in zip(self.sets, keep) if k]
+        self.lists = [lst for lst, k in zip(self.lists, keep) if k]
+
+
+@dataclass
+class Cache:
+    """What ``apply`` needs of every candidate. Valid while this index made every candidate write
+    (put_candidates / drop_set keep it in step) and the collection's size agrees."""
+
+    groups: dict[str, Group]
+    count: int
+
+
+def _cache(index: AsifIndex) -> Cache | None:
+    cache = getattr(index, "_refresh_cache", None)
+    if cache is not None and cache.count != index.backend.count(CANDIDATES):
+        cache = index._refresh_cache = None  # someone deleted candidates behind our back
+    return cache
+
+
+def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarray, modality: Modality,
+             lists: Sequence[AnchorList]) -> None:
+    """Called by ``put_candidates`` after its write, so that the cache follows."""
+    cache = getattr(index, "_refresh_cache", None)
+    if cache is None:
+        return
+    cache.groups[modality].put(ids, vecs, set_key, lists)
+    for other in MODALITIES:  # an id rewritten with the other modality leaves that group
+        if other != modality:
+            cache.groups[other].remove(np.isin(cache.groups[other].ids, np.asarray(ids, np.int64)))
+    cache.count = sum(len(g.ids) for g in cache.groups.values())
+
+
+def note_drop(index: AsifIndex, set_key: str) -> None:
+    cache = getattr(index, "_refresh_cache", None)
+    if cache is None:
+        return
+    for g in cache.groups.values():
+        g.remove(np.asarray([s == set_key for s in g.sets], bool))
+    cache.count = sum(len(g.ids) for g in cache.groups.values())
+
+
+def load(index: AsifIndex) -> Cache:
+    """Every candidate's embedding and list, from the store (or the cache)."""
+    cache = _cache(index)
+    if cache is not None:
+        return cache
+    groups = {m: Group(m) for m in MODALITIES}
+    rows: dict[str, tuple[list[int], list[np.ndarray], list[str], list[AnchorList | None]]] = {
+        m: ([], [], [], []) for m in MODALITIES
+    }
+    p = index.config.params.p
+    for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=("image", "text", "rel", "state")):
+        for point in batch:
+            modality = "image" if "image" in point.dense else "text"
+            if modality not in point.dense:
+                continue
+            ids, vecs, sets, lists = rows[modality]
+            ids.append(point.id)
+            vecs.append(point.dense[modality])
+            sets.append(str(point.payload.get("set", "")))
+            lists.append(decode_state(point.sparse.get("rel"), point.sparse.get("state"), p))
+    for m, (ids, vecs, sets, lists) in rows.items():
+        if not ids:
+            continue
+        dense = np.stack(vecs).astype(np.float32)
+        unknown = [i for i, lst in enumerate(lists) if lst is None]
+        if unknown:  # stored before lists existed (or damaged): search them once
+            for i, lst in zip(unknown, search_lists(index, dense[unknown], m)):
+                lists[i] = lst
+            write(index, np.asarray(ids)[unknown], [lists[i] for i in unknown])  # type: ignore[misc]
+        groups[m].put(ids, dense, "", lists)  # type: ignore[arg-type]
+        groups[m].sets = sets
+    cache = Cache(groups, sum(len(g.ids) for g in groups.values()))
+    index._refresh_cache = cache  # type: ignore[attr-defined]
+    return cache
+
+
+# -- store reads and writes -----------------------------------------------------------------------
+def search_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> list[AnchorList]:
+    """Lists by a top-K search of the visible anchors (what a rebuild does)."""
+    K = depth(index.config.params.k)
+    out: list[AnchorList] = []
+    for start in range(0, len(vecs), SEARCH_BATCH):
+        hits = index.backend.search_dense(ANCHORS[modality], "v", vecs[start : start + SEARCH_BATCH], K, VISIBLE)
+        out.extend(from_hits(h, K) for h in hits)
+    return out
+
+
+def exact_sims(index: AsifIndex, vec: np.ndarray, modality: Modality, anchor_ids: np.ndarray) -> dict[int, float]:
+    """Qdrant's own similarities of one embedding to a few visible anchors."""
+    where = Filter(must=VISIBLE.must, ids=tuple(int(i) for i in anchor_ids))
+    hits = index.backend.search_dense(ANCHORS[modality], "v", vec[None, :], len(anchor_ids), where)[0]
+    return {int(i): float(s) for i, s in zip(hits.ids, hits.scores)}
+
+
+def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList]) -> None:
+    """Store the relative vectors and states of these candidates (their other data is untouched)."""
+    if not len(ids):
+        return
+    k, p = index.config.params.k, index.config.params.p
+    rel = relative.to_pairs(rel_matrix(lists, k, p, index.n_coords))
+    points = [
+        PointData(int(i), sparse={"rel": r, "state": encode_state(lst, k)}) for i, r, lst in zip(ids, rel, lists)
+    ]
+    for start in range(0, len(points), WRITE_BATCH):
+        index.backend.update_vectors(CANDIDATES, points[start : start + WRITE_BATCH])
+
+
+def candidate_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> tuple[sp.csr_matrix, list[AnchorList]]:
+    """For ``put_candidates``: the relative vectors and lists of new candidates."""
+    lists = search_lists(index, vecs, modality)
+    return rel_matrix(lists, index.config.params.k, index.config.params.p, index.n_coords), lists
+
+
+def anchor_vectors(index: AsifIndex, ids: Sequence[int], modality: Modality) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, unit vectors) of the visible anchors among ``ids``."""
+    got = [p for p in index.backend.retrieve(ANCHORS[modality], list(ids), True, ("v",)) if p.payload.get("ok") == 1]
+    if not got:
+        return EMPTY_IDS, np.zeros((0, index.dims[modality]), np.float32)
+    return np.asarray([p.id for p in got], np.int64), np.stack([p.dense["v"] for p in got]).astype(np.float32)
+
+
+# -- the refresh ----------------------------------------------------------------------------------
+@dataclass
+class RefreshReport:
+    candidates: int = 0
+    rewritten: int = 0
+    searched: int = 0
+    resolved: int = 0
+    galleries_recomputed: list[str] = field(default_factory=list)
+    galleries_dropped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def apply(
+    index: AsifIndex, added: Sequence[int] = (), deleted: Sequence[int] = (),
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> RefreshReport:
+    """Bring every stored candidate up to date after anchors ``added`` (now visible) and ``deleted``
+    (now gone), assuming they were exact before. Idempotent: applying the same change twice is
+    harmless, which is what lets ``recover`` re-run an interrupted refresh.
+
+    ``vectors`` optionally gives the added anchors' (ids, unit vectors) per modality, saving a read."""
+    report = RefreshReport()
+    deleted_arr = np.unique(np.asarray(list(deleted), np.int64))
+    added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))
+    if not added and not len(deleted_arr):
+        return report
+    _galleries_before(index, report)
+    cache = load(index)
+    k, K = index.config.params.k, depth(index.config.params.k)
+    changed_ids: list[int] = []
+    changed_lists: list[AnchorList] = []
+    for modality in MODALITIES:
+        group = cache.groups[modality]
+        if not len(group.ids):
+            continue
+        report.candidates += len(group.ids)
+        if added:
+            new_ids, new_vecs = vectors[modality] if vectors and modality in vectors \
+                else anchor_vectors(index, added, modality)
+        else:
+            new_ids, new_vecs = EMPTY_IDS, np.zeros((0, group.dense.shape[1]), np.float32)
+        sims = group.dense.astype(np.float64) @ new_vecs.astype(np.float64).T if len(new_ids) else None
+        bars = np.asarray([0.0 if lst.full or not len(lst) else lst.sims[-1] for lst in group.lists])
+        touched = np.zeros(len(group.ids), bool)
+        if sims is not None:
+            touched |= (sims > (bars - EPS)[:, None]).any(axis=1)
+        if len(deleted_arr):
+            touched |= np.asarray([len(lst) > 0 and np.isin(lst.ids, deleted_arr).any() for lst in group.lists])
+        research: list[int] = []
+        for row in np.flatnonzero(touched):
+            lst = group.lists[row]
+            row_new = (new_ids, sims[row]) if sims is not None else (EMPTY_IDS, EMPTY_SIMS)
+            out, involved = update_list(lst, deleted_arr, row_new[0], row_new[1], k, K)
+            if involved is not None:
+                report.resolved += 1
+                exact = exact_sims(index, group.dense[row], modality, involved)
+                fix = np.asarray([exact.get(int(i), np.nan) for i in lst.ids])
+                base = AnchorList(lst.ids, np.where(np.isnan(fix), lst.sims, fix), lst.full)
+                new_fix = np.asarray([exact.get(int(i), s) for i, s in zip(row_new[0], row_new[1])], np.float64)
+                out, _ = update_list(base, deleted_arr, row_new[0], new_fix, k, K, check=False)
+            if out is None:
+                research.append(int(row))
+                continue
+            if not out.same(lst):
+                group.lists[row] = out
+                changed_ids.append(int(group.ids[row]))
+                changed_lists.append(out)
+        if research:
+            report.searched += len(research)
+            for row, lst in zip(research, search_lists(index, group.dense[research], modality)):
+                group.lists[row] = lst
+                changed_ids.append(int(group.ids[row]))
+                changed_lists.append(lst)
+    write(index, changed_ids, changed_lists)
+    report.rewritten = len(changed_ids)
+    return report
+
+
+def _galleries_before(index: AsifIndex, report: RefreshReport) -> None:
+    """Galleries the incremental path cannot serve: the anchors' own galleries (their items *are*
+    the anchors) are dropped and rebuilt at their next search; a gallery already marked stale is
+    recomputed in full first."""
+    try:
+        from asif_vdb import gallery
+    except ImportError:  # pragma: no cover - galleries not in this build
+        return
+    changed = False
+    for name in list(index.config.galleries):
+        if gallery.is_anchors_gallery(name):
+            index.drop_set(gallery.set_key(name))
+            del index.config.galleries[name]
+            report.galleries_dropped.append(name)
+            changed = True
+    for name, info in list(index.config.galleries.items()):
+        if getattr(info, "stale", False):
+            gallery.recompute(index, info)
+            report.galleries_recomputed.append(name)
+            changed = True
+    if changed:
+        index.save()
+
+
+# -- journaled anchor updates ----------------------------------------------------------------------
+@contextmanager
+def _updating(index: AsifIndex) -> Iterator[None]:
+    index.updating += 1
+    try:
+        yield
+    finally:
+        index.updating -= 1
+
+
+def _begin(index: AsifIndex, entry: dict[str, Any]) -> None:
+    index.config.journal.append(entry)
+    index.save()
+
+
+def _end(index: AsifIndex, entry: dict[str, Any]) -> None:
+    if entry in index.config.journal:
+        index.config.journal.remove(entry)
+    index.save()
+
+
+def _abort(index: AsifIndex) -> None:
+    """After a failed update: finish or roll it back now, so that nothing half-done stays visible;
+    if even that fails, the journal keeps it for the next open and queries refuse to run."""
+    try:
+        recover(index)
+    except Exception:  # the original error is the one to report; the journal still holds the work
+        pass
+
+
+def add_pairs(
+    index: AsifIndex, image_vectors: np.ndarray, text_vectors: np.ndarray, payloads: Sequence[dict[str, Any]]
+) -> tuple[list[int], list[int], RefreshReport]:
+    """Add anchor pairs and refresh every candidate; returns (ids of the rows, new ids, report)."""
+    img = index.check_vectors(image_vectors, "image", "anchor images")
+    txt = index.check_vectors(text_vectors, "text", "anchor captions")
+    entry = {"op": "add", "from": index.config.next_anchor_id}
+    with _updating(index):
+        _begin(index, entry)
+        try:
+            ids, new = index.add_anchors(img, txt, payloads)
+            first_row = {}
+            for row, i in enumerate(ids):
+                first_row.setdefault(i, row)
+            rows = [first_row[i] for i in new]
+            vecs = {"image": (np.asarray(new, np.int64), img[rows]), "text": (np.asarray(new, np.int64), txt[rows])}
+            report = apply(index, added=new, vectors=vecs)
+        except BaseException:
+            _abort(index)
+            raise
+        _end(index, entry)
+    return ids, new, report
+
+
+def delete_pairs(index: AsifIndex, ids: Sequence[int]) -> tuple[list[int], RefreshReport]:
+    """Delete anchor pairs and refresh every candidate; returns (ids that existed, report)."""
+    ids = sorted({int(i) for i in ids})
+    if not ids:
+        return [], RefreshReport()
+    entry = {"op": "delete", "ids": ids}
+    with _updating(index):
+        _begin(index, entry)
+        try:
+            removed = index.delete_anchors(ids)
+            report = apply(index, deleted=removed)
+        except BaseException:
+            _abort(index)
+            raise
+        _end(index, entry)
+    return removed, report
+
+
+def recover(index: AsifIndex) -> dict[str, Any]:
+    """Complete or roll back whatever a crash left: journaled updates first (a pair whose two halves
+    were written is completed, a lone half rolled back, then the candidates are refreshed), then any
+    other pair not marked complete. Returns what was done."""
+    done: dict[str, Any] = {"completed": [], "rolled_back": [], "deleted": [], "refreshed": 0}
+    with _updating(index):
+        for entry in list(index.config.journal):
+            if entry.get("op") == "add":
+                suspects = list(range(int(entry["from"]), index.config.next_anchor_id))
+                complete, lone = _pairs_state(index, suspects)
+                index._commit(complete)
+                for name in ANCHORS.values():
+                    index.backend.delete(name, lone)
+                done["completed"] += complete
+                done["rolled_back"] += lone
+                done["refreshed"] += apply(index, added=complete, deleted=lone).rewritten
+            elif entry.get("op") == "delete":
+                removed = [int(i) for i in entry.get("ids", [])]
+                index.delete_anchors(removed)
+                done["deleted"] += removed
+                done["refreshed"] += apply(index, deleted=removed).rewritten
+            _end(index, entry)
+        stray = index.repair_incomplete()
+        if stray["completed"] or stray["rolled_back"]:
+            done["completed"] += stray["completed"]
+            done["rolled_back"] += stray["rolled_back"]
+            done["refreshed"] += apply(index, added=stray["completed"], deleted=stray["rolled_back"]).rewritten
+    return {key: value for key, value in done.items() if value or key in ("completed", "rolled_back")}
+
+
+def _pairs_state(index: AsifIndex, ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """(ids whose two halves exist, ids with only one half) among ``ids``."""
+    if not ids:
+        return [], []
+    present = {m: {p.id for p in index.backend.retrieve(n, list(ids), with_payload=False)} for m, n in ANCHORS.items()}
+    both = present["image"] & present["text"]
+    either = present["image"] | present["text"]
+    return sorted(both), sorted(either - both)

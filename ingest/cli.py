@@ -1,0 +1,92 @@
+"""`asif ingest`: the full pipeline from the command line (registered in asif_vdb/cli.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from asif_vdb.cli import DEFAULT_STORE, _new_store_kwargs, friendly, open_client, store_options
+
+from .readers import FORMATS
+
+
+def _store_exists(store: Path) -> bool:
+    from asif_vdb.store.edge import CONFIG_FILE
+
+    return (store / CONFIG_FILE).is_file()
+
+
+@click.command("ingest")
+@store_options
+@click.argument("input_path", metavar="INPUT")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+              help="Input format (default: detected from INPUT's shape).")
+@click.option("--image-column", default="image", show_default=True, help="Tables: the image column.")
+@click.option("--caption-column", default="caption", show_default=True,
+              help="Tables: the caption column.")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
+              help="Tables and COCO: folder that image paths are relative to (default: the file's folder).")
+@click.option("--source", default=None, help="Source name stored with each pair (default: from INPUT).")
+@click.option("--limit", type=click.IntRange(min=0), default=None,
+              help="Only the first N pairs of INPUT (reruns with the same N resume).")
+@click.option("--dry-run", is_flag=True,
+              help="Read, check and decode; count what would be ingested; write nothing to the store.")
+@click.option("--report", "report", type=click.Path(path_type=Path), default=None,
+              help="JSONL of skipped samples and their reasons (default: STORE.ingest-report.jsonl).")
+@click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Pairs looked up, encoded and written per store call.")
+@click.option("--image-batch", type=click.IntRange(min=1), default=None,
+              help="Images per forward pass (default: the encoder's).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Decode + preprocess threads.")
+@click.option("--min-side", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Skip images with a side shorter than this (1x1 tracking pixels, placeholders).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
+@click.option("--image-encoder", default=None, help="New store only: timm model (timm:NAME[@WEIGHTS]).")
+@click.option("--text-encoder", default=None, help="New store only: sentence-transformers model name or path.")
+@click.option("-k", "k", type=int, default=None, help="New store only: non-zeros per relative vector (800).")
+@click.option("-p", "p", type=float, default=None, help="New store only: exponent (1.0).")
+@friendly
+def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, images_dir, source,
+           limit, dry_run, report, batch, image_batch, workers, min_side, no_progress, as_json,
+           image_encoder, text_encoder, k, p) -> None:
+    """Add image-caption anchor pairs from INPUT: webdataset shards (.tar, brace patterns such as
+    'shards/{00000..00009}.tar', or a folder of them), an img2dataset `files` folder, a folder of
+    images with .txt captions, a CSV/TSV/JSONL/parquet table, or a COCO captions JSON.
+
+    Bad samples are skipped and listed with their reason in the report; pairs already stored are
+    skipped before decoding, so rerunning an interrupted command resumes it. Exit code 1 when
+    nothing could be ingested, 2 for a wrong configuration.
+    """
+    from ingest.config import IngestConfig
+    from ingest.pipeline import default_report_path, run_ingest
+
+    if url is not None and store is not None:
+        raise click.UsageError("give --store or --url, not both")
+    if report is None:
+        report = default_report_path(None if url is not None else (store or Path(DEFAULT_STORE)))
+    config = IngestConfig(
+        input=input_path, format=fmt, image_column=image_column, caption_column=caption_column,
+        images_dir=str(images_dir) if images_dir else None, source=source, limit=limit,
+        dry_run=dry_run, report=str(report), batch=batch, image_batch=image_batch, workers=workers,
+        min_side=min_side, progress=not no_progress,
+    ).check()
+    kwargs = _new_store_kwargs(image_encoder, text_encoder, k, p)
+    if dry_run and url is None and not _store_exists(store or Path(DEFAULT_STORE)):
+        from asif_vdb.client import AsifClient
+
+        client = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store
+    else:
+        client = open_client(store, url, api_key, **kwargs)
+    with client:
+        summary = run_ingest(client, config)
+    click.echo(json.dumps(summary.to_dict()) if as_json else summary.table())
+    if summary.usable == 0:
+        reasons = ", ".join(f"{r} {n}" for r, n in sorted(summary.skipped.items())) or "empty input"
+        click.echo(f"error: nothing could be ingested from {input_path} ({summary.read} read; "
+                   f"skipped: {reasons}); see {summary.report}", err=True)
+        sys.exit(1)

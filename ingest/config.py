@@ -1,0 +1,53 @@
+"""One typed configuration for a pipeline run: what to read, how hard to work, where to report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from asif_vdb.encoders.images import MAX_IMAGE_PIXELS
+from asif_vdb.errors import InputError
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Everything `run_ingest` needs besides the client. `check()` rejects nonsense up front."""
+
+    input: str  # a table, a folder, a COCO JSON, a .tar or a brace pattern of shards
+    format: str | None = None  # None: detected from the input's shape
+    image_column: str = "image"
+    caption_column: str = "caption"
+    images_dir: str | None = None  # tables and COCO: where relative image paths point
+    source: str | None = None  # stored with every pair; default: the reader's (from the path)
+    limit: int | None = None  # only the first N pairs of the input (deterministic, so reruns resume)
+    dry_run: bool = False  # read, check, decode and count; encode and write nothing
+    report: str | None = None  # JSONL of skipped samples; None: no report file
+    batch: int = 256  # pairs looked up, encoded (text) and written per store call
+    image_batch: int | None = None  # images per forward pass; None: the encoder's own batch size
+    workers: int = 2  # decode + preprocess threads
+    prefetch_batches: int = 4  # image batches decoded ahead of the encoder (bounds memory)
+    min_side: int = 8  # smaller images (1x1 tracking pixels, placeholders) carry no content
+    max_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused as decompression bombs
+    progress: bool = True
+
+    def check(self) -> IngestConfig:
+        """Raise InputError naming the first bad setting; returns self for chaining."""
+        positive = {"batch": self.batch, "workers": self.workers,
+                    "prefetch_batches": self.prefetch_batches, "min_side": self.min_side,
+                    "max_pixels": self.max_pixels}
+        if self.image_batch is not None:
+            positive["image_batch"] = self.image_batch
+        for name, value in positive.items():
+            if value < 1:
+                raise InputError(f"ingest: {name} must be at least 1, got {value}")
+        if self.limit is not None and self.limit < 0:
+            raise InputError(f"ingest: limit must be >= 0, got {self.limit}")
+        if self.max_pixels > MAX_IMAGE_PIXELS:
+            raise InputError(f"ingest: max_pixels cannot exceed the decoder's limit {MAX_IMAGE_PIXELS}")
+        if self.report is not None:
+            folder = os.path.dirname(os.path.abspath(self.report))
+            if not os.path.isdir(folder):
+                raise InputError(f"ingest: report folder {folder} does not exist")
+            if os.path.isdir(self.report):
+                raise InputError(f"ingest: report path {self.report} is a directory")
+        return self

@@ -1,0 +1,305 @@
+"""The ingestion pipeline: read -> hash -> look up -> decode + preprocess -> encode -> write.
+
+A reader thread reads samples, loads their bytes and hashes each pair (`prepare`), handing batches
+over a bounded queue. The calling thread looks each batch up in the store (pairs already stored
+are skipped before any decoding, which makes a rerun or a resumed run cheap), asks the image stage
+for the images of new pairs (decoded in worker threads, a bounded window ahead), and finishes
+batches in order: image vectors, caption vectors, one `add_anchor_embeddings` call. Writes happen
+in input order, so an interrupted run leaves a prefix of whole batches (plus at most one pair
+half-written, which opening the store repairs) and the same command resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import tarfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from asif_vdb.errors import InputError
+
+from .config import IngestConfig
+from .decode import DecodeFailure, Decoder
+from .encode import ImageStage, TextStage, image_batch_encoder
+from .prepare import Pair, Preparer
+from .readers import Reader, TableReader, WebDatasetReader, detect_format, open_reader
+from .report import IngestSummary, SkipReport, StageTimes
+from .sample import Sample, Skipped
+from .write import write_pairs
+
+
+@dataclass
+class ReadBatch:
+    """What the reader thread hands over: prepared pairs and the skips met on the way."""
+
+    pairs: list[Pair] = field(default_factory=list)
+    skipped: list[tuple[Skipped, str]] = field(default_factory=list)  # (skip, stage)
+    items: int = 0  # reader items consumed (for the progress bar)
+    samples: int = 0  # pairs the reader yielded (before the hash stage's checks)
+
+
+@dataclass
+class WorkBatch:
+    """New pairs of one read batch, waiting for their image vectors."""
+
+    pairs: list[Pair]
+    items: int
+
+    @property
+    def digests(self) -> list[str]:
+        return [p.image_digest for p in self.pairs]
+
+
+class _End:
+    """End of input from the reader thread (with the error that ended it, if any)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def _reader(path_reader: Reader, config: IngestConfig, out: queue.Queue[Any],
+            stop: threading.Event, times: StageTimes) -> None:
+    """Reader thread body: never raises; a reader that fails mid-stream ends the input early."""
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    prepare = Preparer()
+    batch = ReadBatch()
+    samples = 0
+    try:
+        it: Iterator[Sample | Skipped] = iter(path_reader)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                item = next(it, None)
+            except Exception as e:  # a reader bug or an unreadable file mid-stream
+                item = Skipped(config.input, "read_error", f"{type(e).__name__}: {e}")
+                batch.skipped.append((item, "read"))
+                batch.items += 1
+                item = None
+            times.add("read", time.perf_counter() - t0)
+            if item is None:
+                break
+            if isinstance(item, Sample):
+                if config.limit is not None and samples >= config.limit:
+                    break
+                samples += 1
+                batch.samples += 1
+                with times.time("hash"):
+                    prepared = prepare(item)
+                if isinstance(prepared, Pair):
+                    batch.pairs.append(prepared)
+                else:
+                    batch.skipped.append((prepared, "hash"))
+            else:
+                batch.skipped.append((item, "read"))
+            batch.items += 1
+            if len(batch.pairs) >= config.batch or len(batch.skipped) >= 4 * config.batch:
+                if not put(batch):
+                    return
+                batch = ReadBatch()
+        if batch.items and not put(batch):
+            return
+        put(_End())
+    except BaseException as e:  # hand anything unexpected to the main thread
+        put(_End(e))
+
+
+def estimate_total(reader: Reader, config: IngestConfig) -> int | None:
+    """Items the reader will yield, for the progress bar's ETA; approximate where counting
+    exactly would cost a full read (a CSV caption with a newline inside counts twice)."""
+    total = reader.estimate()
+    if total is None and isinstance(reader, TableReader) and reader.kind != ".parquet":
+        with open(reader.path, "rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+        total = max(lines - (0 if reader.kind == ".jsonl" else 1), 0)
+    elif total is None and isinstance(reader, WebDatasetReader):
+        total = 0
+        for shard in reader.shards:
+            try:
+                with tarfile.open(shard, "r:") as tar:  # uncompressed: headers only, data skipped
+                    total += len({m.name.rpartition("/")[0] + "/" + m.name.rpartition("/")[2].partition(".")[0]
+                                  for m in tar.getmembers() if m.isfile()})
+            except (tarfile.TarError, OSError):
+                continue
+    if total is not None and config.limit is not None:
+        total = min(total, config.limit)
+    return total
+
+
+class Pipeline:
+    """One run of `config` against `client` (an AsifClient); use `run_ingest`."""
+
+    def __init__(self, client: Any, config: IngestConfig) -> None:
+        self.client = client
+        self.config = config.check()
+        self.times = StageTimes()
+        try:
+            fmt = config.format or detect_format(config.input)
+            self.reader = open_reader(config.input, format=fmt, image_column=config.image_column,
+                                      caption_column=config.caption_column,
+                                      images_dir=config.images_dir, source=config.source)
+        except ValueError as e:
+            raise InputError(f"ingest: {e}") from e
+        self.summary = IngestSummary(input=config.input, format=fmt,
+                                     source=getattr(self.reader, "source", config.source or ""),
+                                     dry_run=config.dry_run, report=config.report)
+        self.report = SkipReport(config.report)
+        self.seen: dict[bytes, str] = {}  # pair hash (first 16 bytes) -> first key, this run
+
+    # -- stages on the calling thread ----------------------------------------------------------
+    def _admit(self, batch: ReadBatch, stage: ImageStage, store_had_pairs: bool) -> WorkBatch:
+        """Report the batch's skips, drop pairs already stored or seen, ask for new images."""
+        s = self.summary
+        s.read += batch.items
+        s.pairs += batch.samples
+        for item, where in batch.skipped:
+            self.report.skip(item, where)
+        existing: dict[str, int] = {}
+        if store_had_pairs and batch.pairs:
+            with self.times.time("lookup"):
+                existing = self.client.index.existing_hashes([p.hash for p in batch.pairs])
+        new: list[Pair] = []
+        for p in batch.pairs:
+            key = bytes.fromhex(p.hash)[:16]
+            if p.hash in existing:
+                s.already_stored += 1
+                self.report.skip(Skipped(p.sample.key, "already_stored",
+                                         f"anchor {existing[p.hash]}"), "lookup")
+            elif key in self.seen:
+                self.report.skip(Skipped(p.sample.key, "duplicate",
+                                         f"same image and caption as {self.seen[key]}"), "lookup")
+            else:
+                self.seen[key] = p.sample.key
+                new.append(p)
+                stage.want(p.image_digest, p.image_bytes, p.sample.image_ref)
+        return WorkBatch(new, batch.items)
+
+    def _finish(self, work: WorkBatch, stage: ImageStage, text: TextStage, bar: Any) -> None:
+        """Image vectors (waiting for them), caption vectors, then one write."""
+        stage.ensure(work.digests)
+        good: list[Pair] = []
+        vectors: list[Any] = []
+        for p in work.pairs:
+            result = stage.result(p.image_digest)
+            if isinstance(result, DecodeFailure):
+                self.report.skip(Skipped(p.sample.key, result.reason, result.detail), "decode")
+            else:
+                good.append(p)
+                vectors.append(result)
+        captions = [p.caption for p in good]
+        for p, n in zip(good, text.token_counts(captions)):
+            if n is not None and text.max_tokens is not None and n > text.max_tokens:
+                self.report.note(p.sample.key, "caption_truncated",
+                                 f"{n} tokens; the text encoder reads the first {text.max_tokens}")
+        if good and not self.config.dry_run:
+            text_vectors = text.encode(captions)
+            with self.times.time("write"):
+                for source, rows in _by_source(good).items():
+                    write_pairs(self.client, [good[i] for i in rows], np.stack([vectors[i] for i in rows]),
+                                text_vectors[rows], source)
+        self.summary.ingested += len(good)
+        stage.release(work.digests)
+        self.report.flush()
+        bar.update(work.items)
+        bar.set_postfix(new=self.summary.ingested, skipped=sum(self.report.skipped.values()),
+                        refresh=False)
+
+    def _build_images(self) -> tuple[Decoder, Any, int]:
+        cfg = self.config
+        if cfg.dry_run:  # decode and check, no model
+            return Decoder(None, min_side=cfg.min_side, max_pixels=cfg.max_pixels), None, cfg.image_batch or 16
+        encoder = self.client.encoder("image")
+        transform, encode = image_batch_encoder(encoder)
+        batch = cfg.image_batch or getattr(encoder, "batch_size", None) or 16
+        return Decoder(transform, min_side=cfg.min_side, max_pixels=cfg.max_pixels), encode, batch
+
+    # -- the run --------------------------------------------------------------------------------
+    def run(self) -> IngestSummary:
+        cfg, t_start = self.config, time.perf_counter()
+        with self.times.time("setup"):
+            text = TextStage(self.client, self.times)
+            stage = ImageStage(self._build_images, prefetch_batches=cfg.prefetch_batches,
+                               workers=cfg.workers, times=self.times)
+            store_had_pairs = self.client.count() > 0
+            repair = getattr(self.client, "last_repair", None) or {}
+            if any(repair.values()):
+                self.report.note(str(self.client.backend.location), "repaired_at_open",
+                                 f"completed {len(repair.get('completed', []))}, "
+                                 f"rolled back {len(repair.get('rolled_back', []))} half-written pairs")
+            total = estimate_total(self.reader, cfg)
+        handoff: queue.Queue[Any] = queue.Queue(maxsize=4)
+        stop = threading.Event()
+        thread = threading.Thread(target=_reader, args=(self.reader, cfg, handoff, stop, self.times),
+                                  name="ingest-read", daemon=True)
+        bar = tqdm(total=total, desc="ingest" + (" (dry run)" if cfg.dry_run else ""),
+                   unit="pair", disable=not cfg.progress, dynamic_ncols=True)
+        pending: deque[WorkBatch] = deque()
+        thread.start()
+        try:
+            exhausted = False
+            while True:
+                while not exhausted and (not pending or stage.pending < stage.window):
+                    item = handoff.get()
+                    if isinstance(item, _End):
+                        exhausted = True
+                        if item.error is not None:
+                            raise item.error
+                        break
+                    pending.append(self._admit(item, stage, store_had_pairs))
+                    while pending and all(d in stage.results for d in pending[0].digests):
+                        self._finish(pending.popleft(), stage, text, bar)
+                if not pending:
+                    break
+                self._finish(pending.popleft(), stage, text, bar)
+        finally:
+            stop.set()
+            stage.close()
+            bar.close()
+            self.report.close()
+            thread.join(timeout=5)
+        s = self.summary
+        s.images_encoded = stage.encoded
+        s.skipped = dict(self.report.skipped)
+        s.notes = dict(self.report.notes)
+        s.seconds = {k: v for k, v in self.times.seconds.items()}
+        s.wall_s = time.perf_counter() - t_start
+        s.anchors = self.client.count()
+        return s
+
+
+def _by_source(pairs: list[Pair]) -> dict[str, list[int]]:
+    rows: dict[str, list[int]] = {}
+    for i, p in enumerate(pairs):
+        rows.setdefault(p.sample.source, []).append(i)
+    return rows
+
+
+def run_ingest(client: Any, config: IngestConfig) -> IngestSummary:
+    """Ingest `config.input` into `client`'s store; bad samples are reported, never fatal.
+
+    Raises InputError only for a wrong configuration (unknown format, missing columns, ...)."""
+    return Pipeline(client, config).run()
+
+
+def default_report_path(store: str | os.PathLike | None) -> str:
+    """`<store>.ingest-report.jsonl` next to an embedded store, else in the working directory."""
+    if store is None:
+        return os.path.abspath("asif-ingest-report.jsonl")
+    store = os.path.abspath(str(store).rstrip("/\\"))
+    return f"{store}.ingest-report.jsonl"

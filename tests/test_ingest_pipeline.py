@@ -1,0 +1,416 @@
+"""The ingestion pipeline end to end on small inputs the tests build: payloads, de-duplication,
+every bad-input case with its reported reason, dry runs, limits, the CLI, and resuming after
+Ctrl-C and kill -9."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from asif_vdb.cli import main
+from asif_vdb.client import AsifClient, pair_hash
+from asif_vdb.config import AsifParams
+from asif_vdb.errors import InputError
+from asif_vdb.index import ANCHORS
+from ingest.config import IngestConfig
+from ingest.decode import DecodeFailure, Decoder
+from ingest.pipeline import run_ingest
+from ingest.report import IngestSummary
+
+PARAMS = AsifParams(k=8)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- tiny inputs
+
+
+def img_bytes(color=(200, 30, 30), size=(16, 16), mode="RGB", fmt="JPEG", noise: int = 0) -> bytes:
+    if noise:
+        rng = np.random.default_rng(noise)
+        im = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+    else:
+        im = Image.new("RGB", size, color)
+    if mode == "P":
+        im = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    elif mode != "RGB":
+        im = im.convert(mode)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A valid 1x1 PNG whose header claims width x height pixels (a decompression bomb)."""
+    data = bytearray(img_bytes(size=(1, 1), fmt="PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    return bytes(data)
+
+
+def distinct(i: int) -> bytes:
+    return img_bytes(color=((37 * i) % 256, (91 * i + 50) % 256, (13 * i + 100) % 256))
+
+
+def write_table(folder: Path, rows: list[tuple[str, str]], name: str = "pairs.csv",
+                extra: dict[str, list[str]] | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption", *(extra or {})])
+        for i, (image, caption) in enumerate(rows):
+            w.writerow([image, caption, *(col[i] for col in (extra or {}).values())])
+    return path
+
+
+def make_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def ingest(client: AsifClient, input_path: Path, report: Path | None = None, **kw) -> IngestSummary:
+    config = IngestConfig(input=str(input_path), report=str(report) if report else None,
+                          progress=False, **kw)
+    return run_ingest(client, config)
+
+
+def report_reasons(path: Path) -> tuple[Counter, Counter]:
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    return (Counter(r["reason"] for r in lines if r["skipped"]),
+            Counter(r["reason"] for r in lines if not r["skipped"]))
+
+
+def store_state(client: AsifClient) -> dict[str, dict[int, dict]]:
+    """Every point of both anchor collections: id -> payload."""
+    return {m: {p.id: p.payload for batch in client.backend.scroll(name) for p in batch}
+            for m, name in ANCHORS.items()}
+
+
+def assert_consistent(client: AsifClient) -> set[str]:
+    """Every caption has its image, all pairs committed, no duplicate content; returns the hashes."""
+    state = store_state(client)
+    assert set(state["text"]) == set(state["image"])
+    assert all(p["ok"] == 1 for m in state.values() for p in m.values())
+    hashes = [p["hash"] for p in state["text"].values()]
+    assert len(hashes) == len(set(hashes)), "duplicate pairs in the store"
+    assert client.count() == len(hashes)
+    return set(hashes)
+
+
+@pytest.fixture
+def client(tmp_path):
+    with AsifClient(tmp_path / "store", params=PARAMS) as c:
+        yield c
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+def test_table_pairs_payloads_and_shared_images(client, tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"im{i}.jpg").write_bytes(distinct(i))
+    rows = [(f"im{i}.jpg", f"caption {c} of image {i}") for i in range(3) for c in range(2)]
+    table = write_table(data, rows, extra={"license": ["cc-by"] * 6, "hash": ["x"] * 6})
+    s = ingest(client, table, source="mini")
+    assert (s.read, s.pairs, s.ingested, s.images_encoded, s.skipped) == (6, 6, 6, 3, {})
+    assert s.anchors == client.count() == 6
+    state = store_state(client)
+    assert_consistent(client)
+    payloads = sorted(state["text"].values(), key=lambda p: p["key"])
+    first = payloads[0]
+    assert first["image"] == str((data / "im0.jpg").resolve())
+    assert first["caption"] == "caption 0 of image 0" and first["source"] == "mini"
+    assert first["key"] == "pairs.csv/0" and first["license"] == "cc-by"
+    assert first["meta_hash"] == "x"  # a meta column cannot overwrite the content hash
+    import hashlib
+
+    digest = hashlib.sha256(distinct(0)).hexdigest()
+    assert first["hash"] == pair_hash(digest, "caption 0 of image 0")
+    # the two captions of one image share its vector; different images do not
+    vecs = {p.id: p.dense["v"] for b in client.backend.scroll(ANCHORS["image"], vectors=("v",)) for p in b}
+    by_key = {p["key"]: i for i, p in state["image"].items()}
+    np.testing.assert_allclose(vecs[by_key["pairs.csv/0"]], vecs[by_key["pairs.csv/1"]], atol=1e-6)
+    assert float(vecs[by_key["pairs.csv/0"]] @ vecs[by_key["pairs.csv/2"]]) < 0.9999
+    # the vectors are the encoder's own for that image
+    expected = client.encode_images([data / "im0.jpg"])[0]
+    np.testing.assert_allclose(vecs[by_key["pairs.csv/0"]], expected, atol=1e-4)
+
+
+def test_rerun_adds_nothing_and_loads_no_model(client, tmp_path) -> None:
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"{i}.png").write_bytes(img_bytes(color=(i * 60, 20, 20), fmt="PNG"))
+        (folder / f"{i}.txt").write_text(f"red number {i}\nanother caption {i}\n")
+    first = ingest(client, folder)
+    assert (first.ingested, first.images_encoded) == (8, 4)
+    again = ingest(client, folder, report=tmp_path / "again.jsonl")
+    assert (again.ingested, again.already_stored, again.images_encoded) == (0, 8, 0)
+    assert again.seconds["decode"] == 0 and again.seconds["encode_image"] == 0
+    assert report_reasons(tmp_path / "again.jsonl")[0] == Counter(already_stored=8)
+    assert client.count() == 8
+    assert_consistent(client)
+
+
+def test_limit_is_a_prefix_and_resumes(client, tmp_path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(6):
+        (data / f"{i}.jpg").write_bytes(distinct(i))
+    table = write_table(data, [(f"{i}.jpg", f"pair {i}") for i in range(6)])
+    assert ingest(client, table, limit=2).ingested == 2
+    s = ingest(client, table, limit=5)
+    assert (s.pairs, s.already_stored, s.ingested) == (5, 2, 3)
+    captions = sorted(p["caption"] for p in store_state(client)["text"].values())
+    assert captions == [f"pair {i}" for i in range(5)]
+
+
+def test_webdataset_shards_and_unsafe_members(client, tmp_path) -> None:
+    shards = tmp_path / "shards"
+    for n in range(2):
+        members = []
+        for i in range(3):
+            key = f"{n}{i:04d}"
+            members += [(f"{key}.jpg", distinct(10 * n + i)), (f"{key}.txt", f"shard {n} item {i}".encode()),
+                        (f"{key}.json", json.dumps({"url": f"http://x/{key}"}).encode())]
+        make_shard(shards / f"{n:05d}.tar", members)
+    make_shard(shards / "00002.tar", [
+        ("/etc/evil.jpg", distinct(90)), ("/etc/evil.txt", b"absolute"),
+        ("../up.jpg", distinct(91)), ("../up.txt", b"dot dot"),
+        ("ok.jpg", distinct(92)), ("ok.txt", b"the safe one"),
+    ])
+    report = tmp_path / "r.jsonl"
+    s = ingest(client, shards / "{00000..00002}.tar", report=report)
+    assert s.format == "webdataset" and s.ingested == 7
+    skipped, _ = report_reasons(report)
+    assert skipped == Counter(unsafe_path=4)
+    payload = next(p for p in store_state(client)["text"].values() if p["caption"] == "shard 1 item 2")
+    assert payload["url"] == "http://x/10002" and payload["image"].endswith("00001.tar::10002.jpg")
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_every_bad_input_is_skipped_with_its_reason(client, tmp_path) -> None:
+    data = tmp_path / "bad"
+    data.mkdir()
+    files = {
+        "good.jpg": distinct(1),
+        "gray.jpg": img_bytes(mode="L", color=(90, 90, 90)),
+        "cmyk.jpg": img_bytes(mode="CMYK", color=(10, 200, 40)),
+        "palette.png": img_bytes(mode="P", fmt="PNG", color=(0, 0, 255)),
+        "alpha.png": img_bytes(mode="RGBA", fmt="PNG", color=(255, 0, 255)),
+        "copy_of_good.jpg": distinct(1),
+        "tiny.png": img_bytes(size=(1, 1), fmt="PNG"),
+        "corrupt.jpg": b"\xff\xd8\xff\xe0 this is not a jpeg at all",
+        "truncated.jpg": img_bytes(size=(64, 64), noise=7)[:700],
+        "empty.jpg": b"",
+        "bomb.png": bomb_png(),
+        "long.jpg": distinct(2),
+    }
+    for name, blob in files.items():
+        (data / name).write_bytes(blob)
+    long_caption = "a very long caption " * 100
+    rows = [
+        ("good.jpg", "a good pair"),
+        ("gray.jpg", "grayscale"), ("cmyk.jpg", "cmyk"), ("palette.png", "palette"),
+        ("alpha.png", "alpha"),
+        ("good.jpg", "a good pair"),  # duplicate row
+        ("copy_of_good.jpg", "  a good pair "),  # same bytes, same stripped caption: duplicate
+        ("copy_of_good.jpg", "another caption"),  # same image, new caption: a new pair
+        ("tiny.png", "one pixel"),
+        ("corrupt.jpg", "corrupt"), ("truncated.jpg", "truncated"), ("empty.jpg", "empty file"),
+        ("bomb.png", "bomb"),
+        ("missing.jpg", "no such file"),
+        ("good.jpg", ""), ("good.jpg", " \t\n "),
+        ("long.jpg", long_caption),
+    ]
+    table = write_table(data, rows)
+    report = tmp_path / "report.jsonl"
+    s = ingest(client, table, report=report)
+    expected = Counter(duplicate=2, image_too_small=1, corrupt_image=3, decompression_bomb=1,
+                       missing_image=1, empty_caption=2)
+    skipped, notes = report_reasons(report)
+    assert skipped == expected and s.skipped == dict(expected)
+    assert notes == Counter(caption_truncated=1) and s.notes == {"caption_truncated": 1}
+    # good, 4 converted modes, the new caption of the copy, the long caption
+    assert s.ingested == 7 and client.count() == 7
+    assert s.read == len(rows) and s.pairs == len(rows) - 1  # the missing file is a reader skip
+    assert_consistent(client)
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    bomb = next(r for r in lines if r["reason"] == "decompression_bomb")
+    assert bomb["key"] == "pairs.csv/12" and "bomb.png" in bomb["detail"] and bomb["stage"] == "decode"
+    trunc = next(r for r in lines if r["reason"] == "caption_truncated")
+    assert trunc["key"] == "pairs.csv/16" and "256" in trunc["detail"]
+    stored = {p["caption"] for p in store_state(client)["text"].values()}
+    assert long_caption.strip() in stored  # kept whole in the payload; the encoder reads 256 tokens
+    # the second run finds everything stored and the same bad samples
+    s2 = ingest(client, table, report=report)
+    skipped2, _ = report_reasons(report)
+    assert s2.ingested == 0 and skipped2 == expected - Counter(duplicate=2) + Counter(already_stored=9)
+
+
+def test_decoder_pixel_limit_and_min_side() -> None:
+    decoder = Decoder(None, min_side=8, max_pixels=1000)
+    assert isinstance(decoder(img_bytes(size=(30, 30)), "ok"), Image.Image)
+    big = decoder(img_bytes(size=(40, 40)), "big.jpg")
+    assert isinstance(big, DecodeFailure) and big.reason == "decompression_bomb" and "big.jpg" in big.detail
+    small = decoder(img_bytes(size=(30, 4)), "thin")
+    assert isinstance(small, DecodeFailure) and small.reason == "image_too_small"
+
+
+def test_dry_run_counts_and_writes_nothing(tmp_path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(distinct(3))
+    (data / "b.jpg").write_bytes(b"broken")
+    table = write_table(data, [("a.jpg", "one"), ("a.jpg", "two"), ("b.jpg", "three")])
+    with AsifClient(location=":memory:", params=PARAMS) as c:
+        s = ingest(c, table, dry_run=True)
+        assert (s.ingested, s.skipped, s.images_encoded, c.count()) == (2, {"corrupt_image": 1}, 0, 0)
+
+
+def test_bad_configuration_raises_input_error(client, tmp_path) -> None:
+    table = write_table(tmp_path, [("a.jpg", "x")])
+    with pytest.raises(InputError, match="no column 'picture'"):
+        ingest(client, table, image_column="picture")
+    with pytest.raises(InputError, match="not found"):
+        ingest(client, tmp_path / "nope.csv")
+    with pytest.raises(InputError, match="batch must be at least 1"):
+        ingest(client, table, batch=0)
+    with pytest.raises(InputError, match="unknown format"):
+        ingest(client, table, format="zip")
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def cli(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_end_to_end_report_next_to_store(tmp_path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    for i in range(3):
+        (data / f"{i}.jpg").write_bytes(distinct(i))
+    (data / "bad.jpg").write_bytes(b"nope")
+    table = write_table(data, [(f"{i}.jpg", f"c{i}") for i in range(3)] + [("bad.jpg", "bad")])
+    store = tmp_path / "store"
+    result = cli("ingest", str(table), "--store", str(store), "-k", "8", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "ingested" in result.output and "corrupt_image" in result.output and "s encode_image" in result.output
+    report = tmp_path / "store.ingest-report.jsonl"
+    assert report_reasons(report)[0] == Counter(corrupt_image=1)
+    again = cli("ingest", str(table), "--store", str(store), "--json", "--no-progress")
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.output.strip().splitlines()[-1])
+    assert summary["ingested"] == 0 and summary["already_stored"] == 3 and summary["anchors"] == 3
+    dry = cli("ingest", str(table), "--store", str(tmp_path / "fresh"), "--dry-run", "--json", "--no-progress")
+    assert dry.exit_code == 0 and json.loads(dry.output.strip().splitlines()[-1])["ingested"] == 3
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_cli_exit_codes(tmp_path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "bad.jpg").write_bytes(b"nope")
+    table = write_table(data, [("bad.jpg", "bad"), ("gone.jpg", "missing")])
+    store = str(tmp_path / "store")
+    nothing = cli("ingest", table.as_posix(), "--store", store, "--no-progress")
+    assert nothing.exit_code == 1 and "nothing could be ingested" in nothing.output
+    wrong = cli("ingest", table.as_posix(), "--store", store, "--caption-column", "text")
+    assert wrong.exit_code == 2 and "no column 'text'" in wrong.output and "Traceback" not in wrong.output
+    missing = cli("ingest", str(tmp_path / "nope"), "--store", store)
+    assert missing.exit_code == 2 and "not found" in missing.output
+    assert len([ln for ln in missing.output.splitlines() if ln.startswith("error:")]) == 1
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+
+def _next_anchor_id(store: Path) -> int:
+    try:
+        return json.loads((store / "asif_config.json").read_text())["next_anchor_id"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _interrupt(cmd: list[str], store: Path, sig: int, after: int, env: dict) -> int:
+    """Start the command, send `sig` once `after` anchor ids are allocated; returns the exit code."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    try:
+        while proc.poll() is None and _next_anchor_id(store) < after and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run finished before it could be interrupted: {proc.stderr.read()!r}"
+        proc.send_signal(sig)
+        return proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_resume_after_ctrl_c_and_kill_equals_one_clean_run(tmp_path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for i in range(200):
+        (data / f"{i:03d}.png").write_bytes(img_bytes(size=(12, 12), fmt="PNG", noise=i + 1))
+        rows.append((f"{i:03d}.png", f"noise picture {i}"))
+    table = write_table(data, rows)
+    store = tmp_path / "store"
+    args = ["ingest", str(table), "--store", str(store), "-k", "8", "--batch", "8", "--image-batch", "4",
+            "--no-progress"]
+    cmd = [sys.executable, "-m", "asif_vdb.cli", *args]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    # Ctrl-C: a clean stop with exit code 130
+    assert _interrupt(cmd, store, signal.SIGINT, after=24, env=env) == 130
+    with AsifClient(store) as c:
+        after_int = c.count()
+        assert 0 < after_int < 200
+        assert_consistent(c)
+    # kill -9 later in the resumed run: it may leave a pair half-written, repaired on open
+    assert _interrupt(cmd, store, signal.SIGKILL, after=after_int + 40, env=env) == -signal.SIGKILL
+    with AsifClient(store) as c:
+        after_kill = c.count()
+        assert after_int < after_kill < 200
+        assert_consistent(c)
+    # the same command again finishes the job
+    result = CliRunner().invoke(main, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["already_stored"] == after_kill and summary["ingested"] == 200 - after_kill
+    # one uninterrupted run for comparison
+    with AsifClient(tmp_path / "clean", params=PARAMS) as clean:
+        assert ingest(clean, table).ingested == 200
+        clean_hashes = assert_consistent(clean)
+    with AsifClient(store) as c:
+        assert c.count() == 200
+        assert assert_consistent(c) == clean_hashes
+        assert len(store_state(c)["text"]) == 200

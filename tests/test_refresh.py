@@ -1,0 +1,214 @@
+"""Incremental refresh (issue 5): after any adds and deletes, every stored candidate equals a rebuild.
+
+The stores here use small made-up dimensions (no encoder is loaded): an index is created with fake
+encoder identities, then reopened through AsifClient, which then never needs an encoder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from asif_vdb import refresh
+from asif_vdb.client import AsifClient
+from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, IndexConfig
+from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex
+from asif_vdb.store.edge import EdgeBackend
+
+DI, DT = 8, 6
+
+
+def unit(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make_store(path: Path, k: int, p: float = 1.0) -> AsifClient:
+    """A store with tiny fake encoders' dimensions, opened through the client."""
+    backend = EdgeBackend(path)
+    config = IndexConfig(
+        image_encoder=EncoderIdentity(family="timm", name="fake", weights="test", dim=DI),
+        text_encoder=EncoderIdentity(family="sentence-transformers", name="fake", weights="test", dim=DT),
+        image_spec=EncoderSpec.default_image(), text_spec=EncoderSpec.default_text(), params=AsifParams(k=k, p=p),
+    )
+    AsifIndex(backend, config).save()
+    backend.close()
+    return AsifClient(path)
+
+
+def add(client: AsifClient, rng: np.random.Generator, n: int, source: str = "s") -> list[int]:
+    tag = rng.integers(1 << 62)
+    payloads = [{"caption": f"{tag}-{i}", "source": source} for i in range(n)]
+    return client.add_anchor_embeddings(unit(rng, n, DI), unit(rng, n, DT), payloads)
+
+
+def put_sets(client: AsifClient, rng: np.random.Generator, n_text: int, n_image: int) -> None:
+    """A label-set-like text set and an image gallery, written the way the library writes them."""
+    index = client.index
+    first = index.allocate_candidates(n_text + n_image)
+    index.put_candidates("labels:t", list(range(first, first + n_text)), unit(rng, n_text, DT), "text",
+                         [{"class": i} for i in range(n_text)])
+    index.put_candidates("gallery:g", list(range(first + n_text, first + n_text + n_image)),
+                         unit(rng, n_image, DI), "image", [{"ref": str(i)} for i in range(n_image)])
+    index.save()
+
+
+def anchor_ids(client: AsifClient) -> list[int]:
+    return [p.id for b in client.backend.scroll(ANCHORS["text"], None, with_payload=False) for p in b]
+
+
+def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
+    """Every candidate's stored relative vector equals the rebuild's, and its stored list is the true
+    top of its anchors (ids, completeness)."""
+    index = client.index
+    k, K, p = index.config.params.k, refresh.depth(index.config.params.k), index.config.params.p
+    for m in ("image", "text"):
+        points = [pt for b in index.backend.scroll(CANDIDATES, None, False, (m, "rel", "state")) for pt in b
+                  if m in pt.dense]
+        if not points:
+            continue
+        vecs = np.stack([pt.dense[m] for pt in points])
+        want = index.relative(vecs, m).toarray()
+        got = np.zeros_like(want)
+        for row, pt in enumerate(points):
+            idx, vals = pt.sparse.get("rel", (np.zeros(0, np.int64), np.zeros(0)))
+            got[row, idx] = vals
+        assert np.abs(want - got).max(initial=0.0) <= tol
+        every = index.anchor_count() + 1  # search every anchor: the whole positive ranking
+        truth = [refresh.from_hits(h, every) for h in index.backend.search_dense(
+            ANCHORS[m], "v", vecs, every, VISIBLE)]
+        for pt, true in zip(points, truth):
+            lst = refresh.decode_state(pt.sparse.get("rel"), pt.sparse.get("state"), p)
+            assert lst is not None
+            assert min(k, len(true)) <= len(lst) <= K
+            assert lst.ids.tolist() == true.ids[: len(lst)].tolist()
+            assert lst.full == (len(lst) == len(true))
+            np.testing.assert_allclose(lst.sims, true.sims[: len(lst)], atol=1e-6)
+
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("add"), st.integers(1, 12)),
+        st.tuples(st.just("delete"), st.floats(0.0, 0.6)),
+        st.tuples(st.just("delete_source"), st.sampled_from(["a", "b"])),
+        st.tuples(st.just("reopen"), st.just(0)),
+    ),
+    min_size=1, max_size=7,
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(k=st.integers(1, 6), p=st.sampled_from([0.5, 1.0, 2.0]), n0=st.integers(0, 25),
+       n_text=st.integers(0, 12), n_image=st.integers(0, 8), ops=OPS, seed=st.integers(0, 2**31))
+def test_any_sequence_of_updates_equals_a_rebuild(k, p, n0, n_text, n_image, ops, seed) -> None:
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "s"
+        client = make_store(path, k, p)
+        try:
+            if n0:
+                add(client, rng, n0, source="a")
+            put_sets(client, rng, n_text, n_image)
+            assert_fresh(client)
+            for op, arg in ops:
+                if op == "add":
+                    add(client, rng, arg, source=str(rng.choice(["a", "b"])))
+                elif op == "delete":
+                    ids = anchor_ids(client)
+                    client.delete_anchors(list(rng.choice(ids, int(arg * len(ids)), replace=False)) if ids else [])
+                elif op == "delete_source":
+                    client.delete_anchors_where(source=arg)
+                else:
+                    client.close()
+                    client = AsifClient(path)
+                assert_fresh(client)
+                assert client.index.config.journal == []
+        finally:
+            client.close()
+
+
+def test_near_ties_are_settled_by_the_stores_own_similarities(tmp_path, monkeypatch) -> None:
+    """With a huge EPS every boundary counts as a near tie, so every update takes the path that re-reads
+    similarities from Qdrant; the result must still be a rebuild."""
+    monkeypatch.setattr(refresh, "EPS", 0.05)
+    rng = np.random.default_rng(3)
+    client = make_store(tmp_path / "s", k=4)
+    add(client, rng, 30)
+    put_sets(client, rng, 10, 6)
+    add(client, rng, 8)
+    assert client.last_refresh.resolved > 0
+    assert_fresh(client)
+    client.delete_anchors(anchor_ids(client)[::3])
+    assert client.last_refresh.resolved > 0
+    assert_fresh(client)
+    client.close()
+
+
+def test_deletions_beyond_the_reserve_search_again(tmp_path) -> None:
+    rng = np.random.default_rng(4)
+    client = make_store(tmp_path / "s", k=3)
+    add(client, rng, 60)
+    put_sets(client, rng, 6, 4)
+    client.delete_anchors(anchor_ids(client)[:50])  # more than the 16-entry reserve of most lists
+    assert client.last_refresh.searched > 0
+    assert_fresh(client)
+    client.close()
+
+
+def test_only_affected_candidates_are_rewritten(tmp_path) -> None:
+    """An anchor nobody ranks highly changes nothing; deleting it rewrites nothing either."""
+    rng = np.random.default_rng(5)
+    client = make_store(tmp_path / "s", k=2)
+    add(client, rng, 200)
+    put_sets(client, rng, 8, 0)
+    prompts = np.stack([pt.dense["text"] for b in client.backend.scroll(CANDIDATES, None, False, ("text",))
+                        for pt in b])
+    far = -prompts.mean(axis=0)
+    far /= np.linalg.norm(far)
+    new = client.add_anchor_embeddings(unit(rng, 1, DI), far[None, :], [{"caption": "far away"}])
+    assert client.last_refresh.rewritten == 0
+    client.delete_anchors(new)
+    assert client.last_refresh.rewritten == 0
+    assert_fresh(client)
+    client.close()
+
+
+def test_candidates_stored_without_state_are_searched_once(tmp_path) -> None:
+    """Candidates written before lists existed (no "state") get one from a search, then stay exact."""
+    from asif_vdb.store.base import PointData
+
+    rng = np.random.default_rng(6)
+    client = make_store(tmp_path / "s", k=3)
+    add(client, rng, 20)
+    vecs = unit(rng, 5, DT)
+    rel = client.index.relative(vecs, "text")
+    from asif_vdb.relative import to_pairs
+
+    client.backend.upsert(CANDIDATES, [PointData(100 + i, {"set": "labels:old"}, {"text": vecs[i]}, {"rel": r})
+                                       for i, r in enumerate(to_pairs(rel))])
+    add(client, rng, 5)
+    assert_fresh(client)
+    client.close()
+
+
+def test_galleries_marked_stale_are_recomputed_and_anchor_galleries_dropped(tmp_path) -> None:
+    from asif_vdb import gallery
+
+    rng = np.random.default_rng(7)
+    client = make_store(tmp_path / "s", k=3)
+    add(client, rng, 20)
+    ids = gallery.add_items(client.index, "g", unit(rng, 5, DI), "image", [{"ref": str(i)} for i in range(5)])
+    gallery.build_anchors_gallery(client.index, "text")
+    client.index.config.galleries["g"].stale = True
+    add(client, rng, 4)
+    assert "g" in client.last_refresh.galleries_recomputed
+    assert "anchors:text" in client.last_refresh.galleries_dropped
+    assert not client.index.config.galleries["g"].stale
+    assert client.index.count_set(gallery.set_key("g")) == len(ids)
+    assert_fresh(client)
+    client.close()
