@@ -185,6 +185,9 @@ main.add_command(cli_search.gallery); main.add_command(cli_search.search); main.
 from ingest.cli import ingest as _ingest  # noqa: E402  (issue 3: the ingestion pipeline)
 main.add_command(_ingest)
 
+from asif_vdb import cli_anchors  # noqa: E402  (issue 5: anchors add/delete/list, doctor, prune)
+main.add_command(cli_anchors.anchors); main.add_command(cli_anchors.doctor); main.add_command(cli_anchors.prune)  # noqa: E702,E501
+
 
 if __name__ == "__main__":
     main()

@@ -13,27 +13,39 @@ from asif_vdb.cli import friendly, open_client, store_options
 
 @click.command()
 @store_options
-@click.argument("image", type=click.Path(path_type=Path))
-@click.option("--labels", "label_set", required=True, help="Label set name.")
+@click.argument("query")
+@click.option("--labels", "label_set", default=None, help="Label set name: explain the top classes of image QUERY.")
+@click.option("--gallery", default=None,
+              help="Gallery name (or 'anchors'): explain the top search hits of QUERY, a text or an image file.")
+@click.option("--modality", type=click.Choice(["image", "text"]), default=None,
+              help="With --gallery: what QUERY is (default: an image if it names a file, else a text).")
 @click.option("--top", type=int, default=3, show_default=True, help="Answers to explain.")
 @click.option("--anchors", type=int, default=5, show_default=True, help="Anchor pairs shown per answer.")
 @click.option("--neighbours", type=int, default=5, show_default=True, help="Nearest anchors of the query shown.")
 @click.option("--html", "html_out", type=click.Path(path_type=Path), default=None,
               help="Write a self-contained HTML report (thumbnails embedded) to this file.")
-@click.option("--no-threshold", is_flag=True, help="Never answer unknown (ignore the calibrated threshold).")
+@click.option("--no-threshold", is_flag=True, help="Never answer unknown (ignore the calibrated thresholds).")
 @click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON instead of a table.")
 @friendly
-def explain(store, url, api_key, image, label_set, top, anchors, neighbours, html_out, no_threshold, as_json) -> None:
-    """Explain the top classes of IMAGE by the anchor pairs that contributed most to each score."""
+def explain(store, url, api_key, query, label_set, gallery, modality, top, anchors, neighbours, html_out,
+            no_threshold, as_json) -> None:
+    """Explain the answers for QUERY by the anchor pairs that contributed most to each score: the top
+    classes of an image (--labels) or the top hits of a gallery search (--gallery)."""
     from asif_vdb.explain import format_table, render_html
 
+    if (label_set is None) == (gallery is None):
+        raise click.UsageError("give --labels or --gallery")
     if top < 1 or anchors < 1 or neighbours < 0:
         raise click.UsageError("--top and --anchors must be at least 1, --neighbours at least 0")
     with open_client(store, url, api_key) as client:
-        result = client.explain(image, label_set, top=top, anchors=anchors, neighbours=neighbours,
-                                threshold=None if no_threshold else "stored")
+        if label_set is not None:
+            result = client.explain(Path(query), label_set, top=top, anchors=anchors, neighbours=neighbours,
+                                    threshold=None if no_threshold else "stored")
+        else:
+            result = client.explain_search(query, gallery, top=top, anchors=anchors, neighbours=neighbours,
+                                           modality=modality)
     if html_out is not None:
-        page = render_html(result, image)
+        page = render_html(result, Path(query) if result.modality == "image" else None)
         html_out.parent.mkdir(parents=True, exist_ok=True)
         html_out.write_text(page, encoding="utf-8")
     click.echo(json.dumps(result.to_dict()) if as_json else format_table(result))

@@ -18,7 +18,7 @@ from asif_vdb.encoders import Encoder, build_encoder, parse_spec
 from asif_vdb.encoders.images import ImageInput, image_digest, image_reference
 from asif_vdb.encoders.st_text import check_captions
 from asif_vdb.errors import EncoderMismatchError, InputError, NotFoundError, StoreError
-from asif_vdb.explain import Explanation, explain_classes
+from asif_vdb.explain import Explanation, explain_classes, explain_gallery
 from asif_vdb.index import AsifIndex
 from asif_vdb.results import Classification, SearchHit
 from asif_vdb.store import open_backend
@@ -369,6 +369,19 @@ class AsifClient:
             threshold=info.threshold if stored else threshold, reference=reference,
             coverage_threshold=info.coverage_threshold if stored else None,
         )
+
+    def explain_search(
+        self, query: Any, gallery: str, top: int = 3, *, anchors: int = 5, neighbours: int = 5,
+        modality: Literal["image", "text"] | None = None,
+    ) -> Explanation:
+        """The top items of a gallery search for one text or image query (as ``search`` ranks them),
+        each with the anchor pairs that contributed most to its score."""
+        index = self._require_index()
+        kind = gallery_sets.query_modality(query, modality)
+        vec = self.encode_texts(check_captions([query])) if kind == "text" else self.encode_images([query])
+        info = gallery_sets.resolve(index, gallery, kind)
+        ref = str(query) if kind == "text" else image_reference(query)
+        return explain_gallery(index, vec, kind, info, top=top, anchors=anchors, neighbours=neighbours, reference=ref)
 
     # -- galleries and search (issue 4; logic in asif_vdb/gallery.py) ----------------------------
     def index_gallery(

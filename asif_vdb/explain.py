@@ -22,10 +22,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from asif_vdb import calibrate, labels, relative
-from asif_vdb.config import LabelSetInfo
+from asif_vdb.config import GallerySetInfo, LabelSetInfo
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.index import ANCHORS, CANDIDATES, AsifIndex, Modality
-from asif_vdb.store.base import Hits
+from asif_vdb.store.base import Filter, Hits
 
 THUMBNAIL = 160
 
@@ -64,6 +64,8 @@ class AnswerExplanation:
     anchors: list[AnchorShare]
     shared: int
     rest: float
+    item_id: int | None = None
+    image: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +106,8 @@ class Candidate:
     texts: list[str]
     rel: sp.csr_matrix
     vectors: np.ndarray
+    item_id: int | None = None
+    image: str | None = None
 
 
 def split_score(query_rel: sp.spmatrix, candidate_rel: sp.spmatrix) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +163,7 @@ def explain_answers(
             ))
         answers.append(AnswerExplanation(
             label=cand.label, score=float(cand.score), texts=list(cand.texts), anchors=rows,
-            shared=int(len(ids)), rest=_rest(cand.score, top_shares),
+            shared=int(len(ids)), rest=_rest(cand.score, top_shares), item_id=cand.item_id, image=cand.image,
         ))
     near = [
         Neighbour(anchor_id=aid, caption=str(payloads.get(aid, {}).get("caption", "")),
@@ -256,6 +260,51 @@ def explain_classes(
     return out
 
 
+def explain_gallery(
+    index: AsifIndex,
+    query_vector: np.ndarray,
+    query_modality: Modality,
+    info: GallerySetInfo,
+    *,
+    top: int = 3,
+    anchors: int = 5,
+    neighbours: int = 5,
+    reference: str = "",
+) -> Explanation:
+    """Explain the top items of a gallery search (as ``search`` ranks them) for one query.
+
+    ``info`` is the gallery as ``gallery.resolve`` returns it (up to date with the anchors). An
+    item is labelled by its ``ref`` (image path or text); an empty result is ``unknown``."""
+    from asif_vdb import gallery
+
+    if top < 1:
+        raise InputError(f"top must be a positive integer, got {top!r}")
+    vec = index.check_vectors(query_vector, query_modality, f"{query_modality} query")
+    if len(vec) != 1:
+        raise InputError(f"explain takes one query, got {len(vec)}")
+    hits = index.anchor_topk(vec, query_modality)[0]
+    params = index.config.params
+    q_rel = relative.relative_vectors([hits.ids], [hits.scores], params.p, index.n_coords)
+    found = index.backend.search_sparse(
+        CANDIDATES, "rel", relative.to_pairs(q_rel), int(top), Filter.where(set=gallery.set_key(info.name)),
+        with_payload=True,
+    )[0]
+    ids = [int(i) for i in found.ids]
+    rels = index.candidate_relatives(ids)
+    dense = candidate_vectors(index, ids, info.modality)
+    candidates = []
+    for item, score, payload in zip(ids, found.scores.tolist(), found.payloads or [{} for _ in ids]):
+        ref = payload.get("ref")
+        label = str(ref) if ref else f"item {payload.get('anchor', item)}"
+        candidates.append(Candidate(
+            label=label, score=float(score), texts=[str(ref)] if info.modality == "text" and ref else [],
+            rel=relative.from_pairs([rels[item]], index.n_coords), vectors=dense[item][None],
+            item_id=int(payload.get("anchor", item)), image=str(ref) if info.modality == "image" and ref else None,
+        ))
+    return explain_answers(index, vec[0], query_modality, hits, candidates, anchors=anchors,
+                           neighbours=neighbours, reference=reference, unknown=not candidates)
+
+
 # -- the report ----------------------------------------------------------------------------------
 def thumbnail_uri(image: Any, size: int = THUMBNAIL) -> str:
     """A JPEG thumbnail as a data URI (so the report is one self-contained file)."""
@@ -333,8 +382,10 @@ def render_html(explanation: Explanation, query_image: Any = None, *, base: Path
         parts.append(f"<h2>{esc(a.label)}: score {a.score:.4f} from {a.shared} shared anchor pairs "
                      f"(top {len(a.anchors)} shown; the rest add {a.rest:.4f})</h2>")
         if a.texts:
-            parts.append(f"<p>prompts: {esc('; '.join(a.texts))}</p>")
+            parts.append(f"<p>{'prompts' if a.item_id is None else 'text'}: {esc('; '.join(a.texts))}</p>")
         parts.append('<div class="row">')
+        if a.image is not None:
+            parts.append(f'<div class="card">{_figure(a.image, a.label, missing, base)}<p><b>the answer</b></p></div>')
         top = max((s.share for s in a.anchors), default=0.0)
         for s in a.anchors:
             width = int(round(160 * s.share / top)) if top > 0 else 0

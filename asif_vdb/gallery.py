@@ -8,10 +8,11 @@ also image -> image or text -> text, since every relative vector lives in the sa
 The anchors themselves form a gallery on request ("anchors"): a text query searches the anchor
 images, an image query the anchor captions, each anchor ranked by the relative vector of its own
 stored embedding. Computing those on the fly would cost one top-k search per anchor per query, so
-they are indexed once (as galleries ``anchors:image`` / ``anchors:text``) on first use and dropped
-whenever the anchors change, to be rebuilt on the next search. User galleries are marked stale when
-the anchors change and recomputed from their stored embeddings before the next search, so a search
-always equals the dense computation against the current anchors.
+they are indexed once (as galleries ``anchors:image`` / ``anchors:text``) on first use; when the
+anchors change, refresh.py drops them and the next search rebuilds them (about one top-k search per
+anchor). User galleries are kept exact by the incremental refresh (refresh.py) like label sets; a
+gallery marked ``stale`` is recomputed from its stored embeddings before its next search. Either
+way a search equals the dense computation against the current anchors.
 """
 
 from __future__ import annotations
@@ -130,24 +131,6 @@ def drop(index: AsifIndex, name: str) -> None:
     index.drop_set(set_key(name))
     del index.config.galleries[name]
     index.save()
-
-
-def mark_stale(index: AsifIndex) -> None:
-    """After anchors change: drop the anchors galleries, mark user galleries for recomputation.
-
-    Cheap on purpose (it runs after every batch of added anchors); the work happens once, at the
-    next search of each gallery."""
-    changed = False
-    for name in list(index.config.galleries):
-        if is_anchors_gallery(name):
-            index.drop_set(set_key(name))
-            del index.config.galleries[name]
-            changed = True
-        elif not index.config.galleries[name].stale:
-            index.config.galleries[name].stale = True
-            changed = True
-    if changed:
-        index.save()
 
 
 def recompute(index: AsifIndex, info: GallerySetInfo) -> None:

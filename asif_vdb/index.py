@@ -26,6 +26,8 @@ CANDIDATES = "candidates"
 #: Payload flag: 1 once both halves of a pair are written. Queries only see complete pairs.
 VISIBLE = Filter.where(ok=1)
 WRITE_BATCH = 512
+#: Extra hits fetched beyond a top-k so that ties at the k-th score can be broken by id.
+TIE_MARGIN = 8
 
 
 class AsifIndex:
@@ -168,8 +170,25 @@ class AsifIndex:
         return {"completed": complete, "rolled_back": lone}
 
     # -- relative vectors ------------------------------------------------------------------------
-    def anchor_topk(self, vectors: np.ndarray, modality: Modality) -> list[Hits]:
-        return self.backend.search_dense(ANCHORS[modality], "v", vectors, self.config.params.k, VISIBLE)
+    def anchor_topk(self, vectors: np.ndarray, modality: Modality, limit: int | None = None) -> list[Hits]:
+        """Each vector's ``limit`` (default k) most similar visible anchors, best first, equal
+        similarities in id order. Qdrant's own order among equal scores is arbitrary, and equal
+        scores are common (an image with five captions is five anchors with one image vector): this
+        rule makes a relative vector one well-defined thing, the same in every rebuild."""
+        limit = self.config.params.k if limit is None else int(limit)
+        vectors = np.asarray(vectors, np.float32)
+        out: list[Hits | None] = [None] * len(vectors)
+        todo, extra = list(range(len(vectors))), TIE_MARGIN
+        while todo:
+            again = []
+            for i, h in zip(todo, self.backend.search_dense(ANCHORS[modality], "v", vectors[todo], limit + extra, VISIBLE)):
+                if len(h.ids) == limit + extra and h.scores[-1] == h.scores[limit - 1]:
+                    again.append(i)  # the tie at the cut may go on past what was fetched
+                    continue
+                order = np.lexsort((h.ids, -h.scores))[:limit]
+                out[i] = Hits(h.ids[order], h.scores[order])
+            todo, extra = again, extra * 8
+        return out  # type: ignore[return-value]
 
     def relative(self, vectors: np.ndarray, modality: Modality) -> sp.csr_matrix:
         """Relative vectors of embeddings against the visible anchors of their own modality."""

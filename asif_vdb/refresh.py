@@ -31,6 +31,7 @@ update left in the journal, and queries refuse to run while one is unfinished.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,30 +125,41 @@ def decode_state(rel: tuple[np.ndarray, np.ndarray] | None, state: tuple[np.ndar
 
 
 def update_list(
-    lst: AnchorList, deleted: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, k: int, K: int,
+    lst: AnchorList, gone: np.ndarray | None, new_ids: np.ndarray, new_sims: np.ndarray, k: int, K: int,
     check: bool = True,
 ) -> tuple[AnchorList | None, np.ndarray | None]:
-    """One candidate's list after deleting ``deleted`` and adding anchors with these similarities.
+    """One candidate's list after deleting the anchors marked in ``gone`` (a boolean table indexed by
+    anchor id, or None) and adding anchors with these similarities.
 
     Returns (L', None), or (None, None) when L' cannot be known without a new search (too few
     entries left), or (None, ids) when an order at a boundary rests on values closer than EPS: the
     caller re-reads those anchors' similarities from Qdrant and calls again with ``check=False``."""
     ids, sims, full = lst.ids, lst.sims, lst.full
-    if len(deleted) and len(ids):
-        keep = ~np.isin(ids, deleted)
-        ids, sims = ids[keep], sims[keep]
+    if gone is not None and len(ids):
+        dropped = gone[ids]
+        if dropped.any():
+            ids, sims = ids[~dropped], sims[~dropped]
     if not full and len(ids) < k:
         return None, None
     involved: list[np.ndarray] = []
     if len(new_ids):
-        fresh = ~np.isin(new_ids, ids)
-        new_ids, new_sims = new_ids[fresh], new_sims[fresh]
         bar = 0.0 if full else float(sims[-1])
         if check and not full and np.any(np.abs(new_sims - bar) < EPS):
             involved.append(_near(ids, sims, new_ids, new_sims, bar))
         enter = new_sims > bar
-        if enter.any():
-            ids, sims = sort_entries(np.concatenate([ids, new_ids[enter]]), np.concatenate([sims, new_sims[enter]]))
+        if not full:  # equal similarity: the lower id ranks first (as in index.anchor_topk)
+            enter |= (new_sims == bar) & (new_ids < ids[-1])
+        e_ids, e_sims = new_ids[enter], new_sims[enter]
+        if len(e_ids) and len(ids) and e_ids.min() <= ids.max():  # a re-run: some are in already
+            fresh = ~np.isin(e_ids, ids)
+            e_ids, e_sims = e_ids[fresh], e_sims[fresh]
+        if len(e_ids) and not check:  # settled values: sort everything by (similarity, id)
+            ids, sims = sort_entries(np.concatenate([ids, e_ids]), np.concatenate([sims, e_sims]))
+        elif len(e_ids):  # insert into the sorted list; near ties are settled by the boundary checks
+            if len(e_ids) > 1:
+                e_ids, e_sims = sort_entries(e_ids, e_sims)
+            at = np.searchsorted(-sims, -e_sims, side="right")
+            ids, sims = np.insert(ids, at, e_ids), np.insert(sims, at, e_sims)
     if check:
         for b in (k, K):
             if len(ids) > b and sims[b - 1] - sims[b] < EPS:
@@ -161,6 +173,18 @@ def update_list(
 
 def _near(ids: np.ndarray, sims: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, value: float) -> np.ndarray:
     return np.concatenate([ids[np.abs(sims - value) < 2 * EPS], new_ids[np.abs(new_sims - value) < 2 * EPS]])
+
+
+def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]:
+    """One relative vector as (anchor ids ascending, values): what ``rel_matrix`` gives for one row."""
+    w = np.power(np.maximum(lst.sims[:k], 0.0), p)
+    keep = w > 0
+    ids, w = lst.ids[:k][keep], w[keep]
+    norm = float(np.sqrt(np.sum(w * w)))
+    if norm < relative.ZERO_NORM:
+        return EMPTY_IDS, np.zeros(0, np.float32)
+    order = np.argsort(ids)
+    return ids[order], (w[order] / norm).astype(np.float32)
 
 
 def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
@@ -218,7 +242,9 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
     """Called by ``put_candidates`` after its write, so that the cache follows."""
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
-        return
+        if index.backend.count(CANDIDATES) != len(set(int(i) for i in ids)):
+            return  # other candidates exist that this process never read: load them when needed
+        cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
     cache.groups[modality].put(ids, vecs, set_key, lists)
     for other in MODALITIES:  # an id rewritten with the other modality leaves that group
         if other != modality:
@@ -273,20 +299,20 @@ def load(index: AsifIndex) -> Cache:
 
 # -- store reads and writes -----------------------------------------------------------------------
 def search_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> list[AnchorList]:
-    """Lists by a top-K search of the visible anchors (what a rebuild does)."""
+    """Lists by a top-K search of the visible anchors (what a rebuild does; ties in id order)."""
     K = depth(index.config.params.k)
     out: list[AnchorList] = []
     for start in range(0, len(vecs), SEARCH_BATCH):
-        hits = index.backend.search_dense(ANCHORS[modality], "v", vecs[start : start + SEARCH_BATCH], K, VISIBLE)
-        out.extend(from_hits(h, K) for h in hits)
+        out.extend(from_hits(h, K) for h in index.anchor_topk(vecs[start : start + SEARCH_BATCH], modality, K))
     return out
 
 
-def exact_sims(index: AsifIndex, vec: np.ndarray, modality: Modality, anchor_ids: np.ndarray) -> dict[int, float]:
-    """Qdrant's own similarities of one embedding to a few visible anchors."""
-    where = Filter(must=VISIBLE.must, ids=tuple(int(i) for i in anchor_ids))
-    hits = index.backend.search_dense(ANCHORS[modality], "v", vec[None, :], len(anchor_ids), where)[0]
-    return {int(i): float(s) for i, s in zip(hits.ids, hits.scores)}
+def exact_sims(index: AsifIndex, vecs: np.ndarray, modality: Modality,
+               anchor_ids: Sequence[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Qdrant's own similarities of each embedding to a few visible anchors: (ids, sims) per row."""
+    wheres = [Filter(must=VISIBLE.must, ids=tuple(int(i) for i in ids)) for ids in anchor_ids]
+    hits = index.backend.search_dense_each(ANCHORS[modality], "v", vecs, [len(i) for i in anchor_ids], wheres)
+    return [(h.ids.astype(np.int64), h.scores.astype(np.float64)) for h in hits]
 
 
 def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList]) -> None:
@@ -294,7 +320,7 @@ def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[Anc
     if not len(ids):
         return
     k, p = index.config.params.k, index.config.params.p
-    rel = relative.to_pairs(rel_matrix(lists, k, p, index.n_coords))
+    rel = [rel_pair(lst, k, p) for lst in lists]
     points = [
         PointData(int(i), sparse={"rel": r, "state": encode_state(lst, k)}) for i, r, lst in zip(ids, rel, lists)
     ]
@@ -325,6 +351,12 @@ class RefreshReport:
     resolved: int = 0
     galleries_recomputed: list[str] = field(default_factory=list)
     galleries_dropped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - since, 4)
+        return now
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -344,9 +376,10 @@ def apply(
     added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))
     if not added and not len(deleted_arr):
         return report
+    t = time.perf_counter()
     _galleries_before(index, report)
     cache = load(index)
-    k, K = index.config.params.k, depth(index.config.params.k)
+    t = report.timed("load", t)
     changed_ids: list[int] = []
     changed_lists: list[AnchorList] = []
     for modality in MODALITIES:
@@ -359,41 +392,84 @@ def apply(
                 else anchor_vectors(index, added, modality)
         else:
             new_ids, new_vecs = EMPTY_IDS, np.zeros((0, group.dense.shape[1]), np.float32)
-        sims = group.dense.astype(np.float64) @ new_vecs.astype(np.float64).T if len(new_ids) else None
-        bars = np.asarray([0.0 if lst.full or not len(lst) else lst.sims[-1] for lst in group.lists])
-        touched = np.zeros(len(group.ids), bool)
-        if sims is not None:
-            touched |= (sims > (bars - EPS)[:, None]).any(axis=1)
-        if len(deleted_arr):
-            touched |= np.asarray([len(lst) > 0 and np.isin(lst.ids, deleted_arr).any() for lst in group.lists])
-        research: list[int] = []
-        for row in np.flatnonzero(touched):
-            lst = group.lists[row]
-            row_new = (new_ids, sims[row]) if sims is not None else (EMPTY_IDS, EMPTY_SIMS)
-            out, involved = update_list(lst, deleted_arr, row_new[0], row_new[1], k, K)
-            if involved is not None:
-                report.resolved += 1
-                exact = exact_sims(index, group.dense[row], modality, involved)
-                fix = np.asarray([exact.get(int(i), np.nan) for i in lst.ids])
-                base = AnchorList(lst.ids, np.where(np.isnan(fix), lst.sims, fix), lst.full)
-                new_fix = np.asarray([exact.get(int(i), s) for i, s in zip(row_new[0], row_new[1])], np.float64)
-                out, _ = update_list(base, deleted_arr, row_new[0], new_fix, k, K, check=False)
-            if out is None:
-                research.append(int(row))
-                continue
-            if not out.same(lst):
-                group.lists[row] = out
-                changed_ids.append(int(group.ids[row]))
-                changed_lists.append(out)
-        if research:
-            report.searched += len(research)
-            for row, lst in zip(research, search_lists(index, group.dense[research], modality)):
-                group.lists[row] = lst
-                changed_ids.append(int(group.ids[row]))
-                changed_lists.append(lst)
+        for row, lst in _update_group(index, group, deleted_arr, np.asarray(new_ids, np.int64), new_vecs, report):
+            group.lists[row] = lst
+            changed_ids.append(int(group.ids[row]))
+            changed_lists.append(lst)
+    t = time.perf_counter()
     write(index, changed_ids, changed_lists)
+    report.timed("write", t)
     report.rewritten = len(changed_ids)
     return report
+
+
+def _update_group(
+    index: AsifIndex, group: Group, deleted: np.ndarray, new_ids: np.ndarray, new_vecs: np.ndarray,
+    report: RefreshReport,
+) -> list[tuple[int, AnchorList]]:
+    """(row, new list) for every candidate of one modality whose list changes."""
+    k, K = index.config.params.k, depth(index.config.params.k)
+    t = time.perf_counter()
+    lists = group.lists
+    sims = group.dense.astype(np.float64) @ new_vecs.astype(np.float64).T if len(new_ids) else None
+    touched = np.zeros(len(lists), bool)
+    if sims is not None:
+        bars = np.asarray([0.0 if lst.full or not len(lst) else lst.sims[-1] for lst in lists])
+        touched |= (sims > (bars - EPS)[:, None]).any(axis=1)
+    gone = None
+    if len(deleted):
+        lengths = np.asarray([len(lst) for lst in lists])
+        flat = np.concatenate([lst.ids for lst in lists]) if lengths.sum() else EMPTY_IDS
+        gone = np.zeros(max(int(flat.max(initial=-1)), int(deleted.max()), index.n_coords) + 1, bool)
+        gone[deleted] = True
+        hit_rows = np.repeat(np.arange(len(lists)), lengths)[gone[flat]]
+        touched[hit_rows] = True
+    out: list[tuple[int, AnchorList]] = []
+    research: list[int] = []
+    pending: list[tuple[int, np.ndarray]] = []
+    no_sims = EMPTY_SIMS
+    for row in np.flatnonzero(touched):
+        lst = lists[row]
+        new, involved = update_list(lst, gone, new_ids, sims[row] if sims is not None else no_sims, k, K)
+        if involved is not None:
+            pending.append((int(row), involved))
+        elif new is None:
+            research.append(int(row))
+        elif not new.same(lst):
+            out.append((int(row), new))
+    t = report.timed("merge", t)
+    if pending:  # near ties: settle them with the store's own similarities, all in one round trip
+        report.resolved += len(pending)
+        rows = [r for r, _ in pending]
+        exact = exact_sims(index, group.dense[rows], group.modality, [inv for _, inv in pending])
+        for (row, involved), (ex_ids, ex_sims) in zip(pending, exact):
+            lst = lists[row]
+            base = AnchorList(*sort_entries(lst.ids, _replace(lst.ids, lst.sims, ex_ids, ex_sims)), lst.full)
+            row_sims = _replace(new_ids, sims[row], ex_ids, ex_sims) if sims is not None else no_sims
+            new, _ = update_list(base, gone, new_ids, row_sims, k, K, check=False)
+            if new is None:
+                research.append(row)
+            elif not new.same(lst) or not np.array_equal(new.sims, lst.sims):
+                out.append((row, new))
+    t = report.timed("resolve", t)
+    if research:
+        report.searched += len(research)
+        out.extend(zip(research, search_lists(index, group.dense[research], group.modality)))
+    report.timed("search", t)
+    return out
+
+
+def _replace(ids: np.ndarray, sims: np.ndarray, ex_ids: np.ndarray, ex_sims: np.ndarray) -> np.ndarray:
+    """``sims`` with the entries whose id is in ``ex_ids`` replaced by the exact values."""
+    if not len(ex_ids) or not len(ids):
+        return sims
+    order = np.argsort(ex_ids)
+    sorted_ids = ex_ids[order]
+    pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+    hit = sorted_ids[pos] == ids
+    out = np.array(sims, dtype=np.float64, copy=True)
+    out[hit] = ex_sims[order][pos[hit]]
+    return out
 
 
 def _galleries_before(index: AsifIndex, report: RefreshReport) -> None:

@@ -5,14 +5,14 @@ Anchors: the 30,455 Flickr8k train pairs (6,091 images x 5 captions), inserted w
 (``index_gallery_embeddings``); queries: the first caption of each test image (text->image) and each
 test image against all 5,000 test captions (image->text: right if any of its captions is retrieved).
 Plain ASIF, k=800, p=1 and p=8, each in its own embedded store; the same figures computed densely in
-the same run are printed alongside (they must agree). Timings are ratios to the dense computation.
+the same run are reported alongside (they agree up to float32 near-ties at the k-th anchor).
+Timings are ratios to the dense computation.
 
-Usage: python -m benchmarks.retrieval
+Usage: python benchmarks/retrieval.py
 """
 
 from __future__ import annotations
 
-import json
 import sys
 import tempfile
 import time
@@ -20,16 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from asif_vdb import metrics, relative
-from asif_vdb.client import AsifClient
-from asif_vdb.config import AsifParams
-from asif_vdb.evaluate import store_retrieval
-from benchmarks.datasets import embeddings, load_flickr8k
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file or with -m
+
+from asif_vdb import metrics, relative  # noqa: E402
+from asif_vdb.client import AsifClient  # noqa: E402
+from asif_vdb.config import AsifParams  # noqa: E402
+from asif_vdb.evaluate import store_retrieval  # noqa: E402
+from benchmarks.common import finish  # noqa: E402
+from benchmarks.datasets import embeddings, load_flickr8k  # noqa: E402
 
 K = 800
 PS = (1.0, 8.0)
 KS = (1, 5, 10)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def dense_retrieval(a_img, a_txt, g_img, g_txt, owner, queries, p: float) -> dict[str, float]:
@@ -80,16 +82,16 @@ def main() -> dict:
         for key in dense:
             out[f"store_{tag}_{key}"] = store[key]
             out[f"dense_{tag}_{key}"] = dense[key]
-        out[f"store_{tag}_equals_dense"] = all(abs(store[k] - dense[k]) < 1e-9 for k in dense)
+        # Not always 0: where a candidate's k-th and (k+1)-th anchor similarities are ~1e-7 apart,
+        # Qdrant's float32 dot products and numpy's can keep different anchors (both valid top-k).
+        out[f"store_{tag}_max_abs_recall_diff_vs_dense"] = round(max(abs(store[k] - dense[k]) for k in dense), 4)
         out[f"store_{tag}_index_and_query_time_vs_dense"] = round(t_store / t_dense, 2)
         out[f"store_{tag}_anchor_insert_time_vs_dense"] = round(t_insert / t_dense, 2)
         print(f"p={p:g}: store t2i R@1/5/10 {store['t2i_R@1']:.3f}/{store['t2i_R@5']:.3f}/{store['t2i_R@10']:.3f}"
               f"  i2t {store['i2t_R@1']:.3f}/{store['i2t_R@5']:.3f}/{store['i2t_R@10']:.3f}"
               f"  (dense t2i {dense['t2i_R@1']:.3f}/{dense['t2i_R@10']:.3f}; store {t_store:.1f} s, "
               f"dense {t_dense:.1f} s, insert {t_insert:.1f} s)", file=sys.stderr)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retrieval.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out))
+    finish("retrieval", out)
     return out
 
 

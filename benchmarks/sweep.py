@@ -7,25 +7,27 @@ fixed random permutation (seed 0). Queries: the 10,000 CIFAR-10 test images; tem
 rows, to check the engine against the published table. Writes benchmarks/results/sweep.json and
 the PNGs under benchmarks/results/sweep/.
 
-Usage: python -m benchmarks.sweep
+Usage: python benchmarks/sweep.py
 """
 
 from __future__ import annotations
 
-import json
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from asif_vdb.client import AsifClient
-from asif_vdb.evaluate import plot_sweep, sweep_classification
-from asif_vdb.labels import prompts
-from benchmarks.datasets import CIFAR_CLASSES, embeddings, load_cifar10, load_flickr8k
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file or with -m
+
+from asif_vdb.client import AsifClient  # noqa: E402
+from asif_vdb.evaluate import plot_sweep, sweep_classification  # noqa: E402
+from asif_vdb.labels import prompts  # noqa: E402
+from benchmarks.common import RESULTS, finish  # noqa: E402
+from benchmarks.datasets import CIFAR_CLASSES, embeddings, load_cifar10, load_flickr8k  # noqa: E402
 
 COUNTS = (1000, 2000, 5000, 10000, 20000, 30455)
 TEMPLATES = ["a photo of a {}."]
-RESULTS = Path(__file__).resolve().parent / "results"
 REFERENCE = {  # shared/datasets/README.md, CIFAR-10 top-1
     "first_caption_6091_k200_p1": 0.449, "first_caption_6091_k800_p8": 0.355,
     "all_30455_k800_p1": 0.465, "all_30455_k800_p4": 0.458, "all_30455_k800_p8": 0.398,
@@ -77,9 +79,7 @@ def main() -> dict:
         "reference": REFERENCE,
         "plots": sorted(str(p.relative_to(RESULTS.parent)) for p in (RESULTS / "sweep").glob("*.png")),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "sweep.json").write_text(json.dumps(out, indent=1))
-    print(json.dumps(out))
+    finish("sweep", out)
     return out
 
 

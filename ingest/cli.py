@@ -24,18 +24,23 @@ def _store_exists(store: Path) -> bool:
 @click.argument("input_path", metavar="INPUT")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
               help="Input format (default: detected from INPUT's shape).")
-@click.option("--image-column", default="image", show_default=True, help="Tables: the image column.")
+@click.option("--image-column", default="image", show_default=True,
+              help="Tables: the image column.")
 @click.option("--caption-column", default="caption", show_default=True,
               help="Tables: the caption column.")
 @click.option("--images", "images_dir", type=click.Path(path_type=Path), default=None,
-              help="Tables and COCO: folder that image paths are relative to (default: the file's folder).")
-@click.option("--source", default=None, help="Source name stored with each pair (default: from INPUT).")
+              help="Tables and COCO: folder that image paths are relative to "
+                   "(default: the file's folder).")
+@click.option("--source", default=None,
+              help="Source name stored with each pair (default: from INPUT).")
 @click.option("--limit", type=click.IntRange(min=0), default=None,
               help="Only the first N pairs of INPUT (reruns with the same N resume).")
 @click.option("--dry-run", is_flag=True,
-              help="Read, check and decode; count what would be ingested; write nothing to the store.")
+              help="Read, check and decode; count what would be ingested; "
+                   "write nothing to the store.")
 @click.option("--report", "report", type=click.Path(path_type=Path), default=None,
-              help="JSONL of skipped samples and their reasons (default: STORE.ingest-report.jsonl).")
+              help="JSONL of skipped samples and their reasons "
+                   "(default: STORE.ingest-report.jsonl).")
 @click.option("--batch", type=click.IntRange(min=1), default=256, show_default=True,
               help="Pairs looked up, encoded and written per store call.")
 @click.option("--image-batch", type=click.IntRange(min=1), default=None,
@@ -46,9 +51,12 @@ def _store_exists(store: Path) -> bool:
               help="Skip images with a side shorter than this (1x1 tracking pixels, placeholders).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
-@click.option("--image-encoder", default=None, help="New store only: timm model (timm:NAME[@WEIGHTS]).")
-@click.option("--text-encoder", default=None, help="New store only: sentence-transformers model name or path.")
-@click.option("-k", "k", type=int, default=None, help="New store only: non-zeros per relative vector (800).")
+@click.option("--image-encoder", default=None,
+              help="New store only: timm model (timm:NAME[@WEIGHTS]).")
+@click.option("--text-encoder", default=None,
+              help="New store only: sentence-transformers model name or path.")
+@click.option("-k", "k", type=int, default=None,
+              help="New store only: non-zeros per relative vector (800).")
 @click.option("-p", "p", type=float, default=None, help="New store only: exponent (1.0).")
 @friendly
 def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, images_dir, source,

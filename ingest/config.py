@@ -19,7 +19,7 @@ class IngestConfig:
     caption_column: str = "caption"
     images_dir: str | None = None  # tables and COCO: where relative image paths point
     source: str | None = None  # stored with every pair; default: the reader's (from the path)
-    limit: int | None = None  # only the first N pairs of the input (deterministic, so reruns resume)
+    limit: int | None = None  # only the first N pairs of the input (a prefix: reruns resume)
     dry_run: bool = False  # read, check, decode and count; encode and write nothing
     report: str | None = None  # JSONL of skipped samples; None: no report file
     batch: int = 256  # pairs looked up, encoded (text) and written per store call
@@ -43,7 +43,8 @@ class IngestConfig:
         if self.limit is not None and self.limit < 0:
             raise InputError(f"ingest: limit must be >= 0, got {self.limit}")
         if self.max_pixels > MAX_IMAGE_PIXELS:
-            raise InputError(f"ingest: max_pixels cannot exceed the decoder's limit {MAX_IMAGE_PIXELS}")
+            raise InputError(
+                f"ingest: max_pixels cannot exceed the decoder's limit {MAX_IMAGE_PIXELS}")
         if self.report is not None:
             folder = os.path.dirname(os.path.abspath(self.report))
             if not os.path.isdir(folder):

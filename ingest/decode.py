@@ -49,7 +49,8 @@ class Decoder:
         except Image.DecompressionBombError as e:
             return DecodeFailure("decompression_bomb", f"{ref}: {e}")
         except Exception as e:  # PIL raises many types for garbage input
-            return DecodeFailure("corrupt_image", f"{ref}: not a readable image ({type(e).__name__})")
+            return DecodeFailure("corrupt_image",
+                                 f"{ref}: not a readable image ({type(e).__name__})")
         if width * height > self.max_pixels:
             return DecodeFailure("decompression_bomb",
                                  f"{ref}: {width}x{height} exceeds {self.max_pixels} pixels")
@@ -60,8 +61,9 @@ class Decoder:
         except Exception as e:  # a decoder bug on hostile input must not stop the run
             return DecodeFailure("corrupt_image", f"{ref}: {type(e).__name__}: {e}")
         if min(image.size) < self.min_side:
+            width, height = image.size
             return DecodeFailure("image_too_small",
-                                 f"{ref}: {image.size[0]}x{image.size[1]} is under {self.min_side} px")
+                                 f"{ref}: {width}x{height} is under {self.min_side} px")
         if self.transform is None:
             return image
         try:

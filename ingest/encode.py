@@ -18,14 +18,16 @@ import numpy as np
 from .decode import DecodeFailure, Decoder
 from .report import StageTimes
 
+BatchEncode = Callable[[list[Any]], np.ndarray]
+
 #: What `ImageStage.result` holds for an image: its vector, why it failed, or None (dry run: ok).
 ImageResult = np.ndarray | DecodeFailure | None
 
 
-def image_batch_encoder(encoder: Any) -> tuple[Callable[[Any], Any] | None, Callable[[list[Any]], np.ndarray]]:
+def image_batch_encoder(encoder: Any) -> tuple[Callable[[Any], Any] | None, BatchEncode]:
     """(per-image preprocess, batch encode) for an image encoder: stacked tensors for encoders with
     `preprocess` + `encode_tensors` (timm), else decoded images through `encode`."""
-    if hasattr(encoder, "preprocess") and hasattr(encoder, "encode_tensors") and hasattr(encoder, "transform"):
+    if all(hasattr(encoder, a) for a in ("preprocess", "encode_tensors", "transform")):
         import torch
 
         return encoder.transform, lambda xs: encoder.encode_tensors(torch.stack(xs))
@@ -36,13 +38,13 @@ class ImageStage:
     """Decode in a thread pool, in submission order, at most `window` images ahead; encode in
     batches of `batch` on the calling thread. Results are reference-counted per digest."""
 
-    def __init__(self, build: Callable[[], tuple[Decoder, Callable[[list[Any]], np.ndarray] | None, int]],
-                 *, prefetch_batches: int, workers: int, times: StageTimes) -> None:
-        """`build()` returns (decoder, batch encode or None for a dry run, batch size); it runs on the
-        first image asked for, so a run whose pairs are all stored never loads the image model."""
+    def __init__(self, build: Callable[[], tuple[Decoder, BatchEncode | None, int]], *,
+                 prefetch_batches: int, workers: int, times: StageTimes) -> None:
+        """`build()` returns (decoder, batch encode or None for a dry run, batch size); it runs on
+        the first image asked for, so a run whose pairs are all stored never loads the model."""
         self._build, self.prefetch_batches, self.workers = build, prefetch_batches, workers
         self.decoder: Decoder | None = None
-        self.encode: Callable[[list[Any]], np.ndarray] | None = None
+        self.encode: BatchEncode | None = None
         self.batch, self.window = 16, 16 * prefetch_batches
         self.times = times
         self.pool: ThreadPoolExecutor | None = None
@@ -58,7 +60,8 @@ class ImageStage:
             with self.times.time("setup"):
                 self.decoder, self.encode, self.batch = self._build()
             self.window = self.batch * self.prefetch_batches
-            self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="ingest-decode")
+            self.pool = ThreadPoolExecutor(max_workers=self.workers,
+                                           thread_name_prefix="ingest-decode")
         return self.pool
 
     def _decode(self, data: bytes, ref: str) -> Any:
@@ -108,7 +111,7 @@ class ImageStage:
         with self.times.time("encode_image"):
             vectors = self.encode([item for _, item in ok])
         self.encoded += len(ok)
-        for (digest, _), vec in zip(ok, vectors):
+        for (digest, _), vec in zip(ok, vectors, strict=True):
             self.results[digest] = vec
 
     def ensure(self, digests: Iterable[str]) -> None:

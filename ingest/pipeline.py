@@ -133,8 +133,7 @@ def estimate_total(reader: Reader, config: IngestConfig) -> int | None:
         for shard in reader.shards:
             try:
                 with tarfile.open(shard, "r:") as tar:  # uncompressed: headers only, data skipped
-                    total += len({m.name.rpartition("/")[0] + "/" + m.name.rpartition("/")[2].partition(".")[0]
-                                  for m in tar.getmembers() if m.isfile()})
+                    total += len({_wds_key(m.name) for m in tar.getmembers() if m.isfile()})
             except (tarfile.TarError, OSError):
                 continue
     if total is not None and config.limit is not None:
@@ -203,7 +202,7 @@ class Pipeline:
                 good.append(p)
                 vectors.append(result)
         captions = [p.caption for p in good]
-        for p, n in zip(good, text.token_counts(captions)):
+        for p, n in zip(good, text.token_counts(captions), strict=True):
             if n is not None and text.max_tokens is not None and n > text.max_tokens:
                 self.report.note(p.sample.key, "caption_truncated",
                                  f"{n} tokens; the text encoder reads the first {text.max_tokens}")
@@ -211,8 +210,8 @@ class Pipeline:
             text_vectors = text.encode(captions)
             with self.times.time("write"):
                 for source, rows in _by_source(good).items():
-                    write_pairs(self.client, [good[i] for i in rows], np.stack([vectors[i] for i in rows]),
-                                text_vectors[rows], source)
+                    write_pairs(self.client, [good[i] for i in rows],
+                                np.stack([vectors[i] for i in rows]), text_vectors[rows], source)
         self.summary.ingested += len(good)
         stage.release(work.digests)
         self.report.flush()
@@ -223,7 +222,8 @@ class Pipeline:
     def _build_images(self) -> tuple[Decoder, Any, int]:
         cfg = self.config
         if cfg.dry_run:  # decode and check, no model
-            return Decoder(None, min_side=cfg.min_side, max_pixels=cfg.max_pixels), None, cfg.image_batch or 16
+            return Decoder(None, min_side=cfg.min_side, max_pixels=cfg.max_pixels), None, \
+                cfg.image_batch or 16
         encoder = self.client.encoder("image")
         transform, encode = image_batch_encoder(encoder)
         batch = cfg.image_batch or getattr(encoder, "batch_size", None) or 16
@@ -239,14 +239,14 @@ class Pipeline:
             store_had_pairs = self.client.count() > 0
             repair = getattr(self.client, "last_repair", None) or {}
             if any(repair.values()):
+                done, undone = len(repair.get("completed", [])), len(repair.get("rolled_back", []))
                 self.report.note(str(self.client.backend.location), "repaired_at_open",
-                                 f"completed {len(repair.get('completed', []))}, "
-                                 f"rolled back {len(repair.get('rolled_back', []))} half-written pairs")
+                                 f"completed {done}, rolled back {undone} half-written pairs")
             total = estimate_total(self.reader, cfg)
         handoff: queue.Queue[Any] = queue.Queue(maxsize=4)
         stop = threading.Event()
-        thread = threading.Thread(target=_reader, args=(self.reader, cfg, handoff, stop, self.times),
-                                  name="ingest-read", daemon=True)
+        thread = threading.Thread(target=_reader, name="ingest-read", daemon=True,
+                                  args=(self.reader, cfg, handoff, stop, self.times))
         bar = tqdm(total=total, desc="ingest" + (" (dry run)" if cfg.dry_run else ""),
                    unit="pair", disable=not cfg.progress, dynamic_ncols=True)
         pending: deque[WorkBatch] = deque()
@@ -281,6 +281,12 @@ class Pipeline:
         s.wall_s = time.perf_counter() - t_start
         s.anchors = self.client.count()
         return s
+
+
+def _wds_key(member: str) -> str:
+    """The webdataset sample key of a member: its folder and base name up to the first dot."""
+    folder, _, base = member.rpartition("/")
+    return f"{folder}/{base.partition('.')[0]}"
 
 
 def _by_source(pairs: list[Pair]) -> dict[str, list[int]]:

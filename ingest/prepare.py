@@ -21,7 +21,7 @@ class Pair:
     sample: Sample
     caption: str  # stripped; what is encoded, stored and hashed
     image_digest: str  # sha256 of the image bytes: pairs sharing an image share its vector
-    hash: str  # the pair's content hash (image digest + caption), as AsifClient.add_anchors makes it
+    hash: str  # content hash of image digest + caption, as AsifClient.add_anchors computes it
     image_bytes: bytes
 
 

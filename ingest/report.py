@@ -14,7 +14,8 @@ from typing import IO, Any
 from .sample import Skipped
 
 #: Stages in pipeline order; thread-pool stages add up worker time (can exceed the wall time).
-STAGES = ("setup", "read", "hash", "lookup", "decode", "decode_wait", "encode_image", "encode_text", "write")
+STAGES = ("setup", "read", "hash", "lookup", "decode", "decode_wait", "encode_image", "encode_text",
+          "write")
 
 
 class StageTimes:

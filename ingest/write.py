@@ -1,4 +1,4 @@
-"""Write stage: full payloads for new pairs and one batched `add_anchor_embeddings` call per batch."""
+"""Write stage: full payloads for new pairs, one batched `add_anchor_embeddings` call per batch."""
 
 from __future__ import annotations
 

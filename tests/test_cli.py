@@ -26,9 +26,9 @@ def test_ingest_labels_classify_info(demo_data, tmp_path) -> None:
     store = str(tmp_path / "store")
     result = run("ingest", "--store", store, str(table), "-k", "20", "--limit", "60", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output.strip().splitlines()[-1])["ingested"] == 60
+    assert json.loads(result.stdout.strip().splitlines()[-1])["ingested"] == 60
     again = run("ingest", "--store", store, str(table), "--limit", "60", "--json")
-    assert json.loads(again.output.strip().splitlines()[-1])["ingested"] == 0
+    assert json.loads(again.stdout.strip().splitlines()[-1])["ingested"] == 0
     assert run("labels", "create", "shapes", "--store", store, "--classes", "circle,square,triangle",
                "--templates", "a {} on a background.").exit_code == 0
     result = run("classify", "--store", store, "--labels", "shapes", "--json", str(queries[0][0]))

@@ -312,3 +312,66 @@ def test_report_survives_moved_anchor_images(shapes_store, tmp_path) -> None:
     parser = parse_report(page)
     assert len(parser.images) == 1 and ex.missing_images == [str(tmp_path / "moved.png")]
     assert page.count("image file not found") == len(ids)
+
+
+# -- gallery searches -------------------------------------------------------------------------------
+@pytest.mark.parametrize("query_modality", ["image", "text"])
+def test_gallery_explanation_equals_dense_asif_and_search(query_modality: str, tmp_path) -> None:
+    from asif_vdb import gallery as gallery_sets
+    from asif_vdb.explain import explain_gallery
+
+    k, p = 20, 2.0
+    img, txt, payloads = random_anchors(90, seed=6)
+    rng = np.random.default_rng(12)
+    item_modality = "text" if query_modality == "image" else "image"
+    dims = {"image": 1280, "text": 384}
+    items = unit_rows(rng, 15, dims[item_modality])
+    query = unit_rows(rng, 1, dims[query_modality])
+    anchors_of = {"image": img, "text": txt}
+    with open_store("memory", tmp_path, params=AsifParams(k=k, p=p)) as client:
+        client.add_anchor_embeddings(img, txt, payloads)
+        ids = client.index_gallery_embeddings("items", items, item_modality,
+                                              [{"ref": f"item-{i}"} for i in range(15)])
+        info = gallery_sets.resolve(client.index, "items", query_modality)
+        ex = explain_gallery(client.index, query, query_modality, info, top=4, anchors=1000, neighbours=3)
+        hits = client.search_embeddings(query, query_modality, "items", top=4)[0]
+        assert [a.item_id for a in ex.answers] == [h.id for h in hits]
+        assert [a.label for a in ex.answers] == [h.payload["ref"] for h in hits]
+        q_rel = relative.dense_relative(query, anchors_of[query_modality], k, p)
+        c_rel = relative.dense_relative(items, anchors_of[item_modality], k, p)
+        for a in ex.answers:
+            row = ids.index(a.item_id)
+            assert a.score == pytest.approx(float(relative.scores(q_rel, c_rel[row])[0, 0]), abs=1e-5)
+            assert sum(s.share for s in a.anchors) == pytest.approx(a.score, abs=1e-5)
+            want = dense_terms(q_rel, c_rel[row])
+            assert {s.anchor_id: pytest.approx(s.share, abs=1e-6) for s in a.anchors} == want
+            assert (a.image is not None) == (item_modality == "image")
+            for s in a.anchors:
+                q_sim = float(anchors_of[query_modality][s.anchor_id] @ query[0])
+                c_sim = float(anchors_of[item_modality][s.anchor_id] @ items[row])
+                image_sim, text_sim = (q_sim, c_sim) if query_modality == "image" else (c_sim, q_sim)
+                assert s.image_similarity == pytest.approx(image_sim, abs=1e-5)
+                assert s.text_similarity == pytest.approx(text_sim, abs=1e-5)
+        nearest = np.argsort(-(anchors_of[query_modality] @ query[0]), kind="stable")[:3]
+        assert [n.anchor_id for n in ex.neighbours] == nearest.tolist()
+
+
+def test_cli_explain_gallery_search_of_the_anchors(shapes_store, tmp_path) -> None:
+    store, _, pairs = shapes_store
+    out = tmp_path / "search.html"
+    result = CliRunner().invoke(main, ["explain", "--store", str(store), "a red circle on a white background",
+                                       "--gallery", "anchors", "--top", "2", "--html", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads([line for line in result.output.splitlines() if line.startswith("{")][-1])
+    assert data["modality"] == "text" and len(data["answers"]) == 2
+    images = {str(p) for p, _ in pairs}
+    for a in data["answers"]:
+        assert a["image"] in images and a["item_id"] is not None
+        assert sum(s["share"] for s in a["anchors"]) + a["rest"] == pytest.approx(a["score"], abs=1e-5)
+    parser = parse_report(out.read_text(encoding="utf-8"))
+    # No query thumbnail (a text query); the two answers' images and their anchors' images are embedded.
+    assert len(parser.images) >= 2 and parser.images[0][1] == data["answers"][0]["label"]
+    for src, _ in parser.images:
+        decode_data_uri(src)
+    neither = CliRunner().invoke(main, ["explain", "--store", str(store), "x"])
+    assert neither.exit_code == 2 and "give --labels or --gallery" in neither.output

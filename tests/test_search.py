@@ -132,8 +132,17 @@ def test_gallery_follows_anchor_changes(tmp_path) -> None:
         ids = client.index_gallery_embeddings("caps", gallery_txt, "text")
         client.add_anchor_embeddings(img[100:], txt[100:], payloads[100:])
         client.delete_anchors(range(0, 30))
-        assert client.gallery("caps").stale
         want, s = dense_top(q_img, img[30:], gallery_txt, txt[30:], 10)
+        check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
+        # a gallery marked stale is recomputed from its stored embeddings before it is searched
+        points = client.index.backend.retrieve("candidates", ids, True, ("text",))
+        for pt in points:  # scramble the stored relative vectors
+            pt.sparse = {"rel": (np.array([150]), np.array([1.0], np.float32))}
+        client.index.backend.upsert("candidates", points)
+        with pytest.raises(AssertionError):
+            check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
+        client.index.config.galleries["caps"].stale = True
+        client.index.save()
         check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
         assert not client.gallery("caps").stale
 

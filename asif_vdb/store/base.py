@@ -127,6 +127,13 @@ class Backend(ABC):
     ) -> list[Hits]:
         """Exact nearest neighbours by dot product for each row of ``queries``."""
 
+    def search_dense_each(
+        self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int], wheres: Sequence[Filter | None],
+    ) -> list[Hits]:
+        """``search_dense`` with its own limit and filter per query (one round trip where the engine
+        allows). Used to read a few points' exact scores for many queries."""
+        return [self.search_dense(collection, vector, q[None, :], n, w)[0] for q, n, w in zip(queries, limits, wheres)]
+
     @abstractmethod
     def search_sparse(
         self,

@@ -196,6 +196,19 @@ class EdgeBackend(Backend):
         results = self._shard(collection).query_batch(qe.QueryBatchRequest(requests))
         return [self._hits(r, with_payload) for r in results]
 
+    def search_dense_each(self, collection, vector, queries, limits, wheres):  # type: ignore[override]
+        qe = _edge()
+        queries = np.asarray(queries, np.float32)
+        params = qe.SearchParams(exact=True)
+        requests = [
+            qe.QueryRequest(limit=max(int(n), 1), query=qe.Query.Nearest(q.tolist(), using=vector),
+                            filter=self._filter(w), params=params, with_payload=False, with_vector=False)
+            for q, n, w in zip(queries, limits, wheres)
+        ]
+        if not requests:
+            return []
+        return [self._hits(r, False) for r in self._shard(collection).query_batch(qe.QueryBatchRequest(requests))]
+
     def search_sparse(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
         qe = _edge()
         flt = self._filter(where)

@@ -206,6 +206,21 @@ class QdrantServerBackend(Backend):
             return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
         return self._query_batch(collection, [q.tolist() for q in queries], vector, limit, where, with_payload)
 
+    def search_dense_each(self, collection, vector, queries, limits, wheres):  # type: ignore[override]
+        from qdrant_client import models
+
+        requests = [
+            models.QueryRequest(query=np.asarray(q, np.float32).tolist(), using=vector, limit=max(int(n), 1),
+                                filter=self._filter(w), with_payload=False, with_vector=False,
+                                params=models.SearchParams(exact=True))
+            for q, n, w in zip(queries, limits, wheres)
+        ]
+        out: list[Hits] = []
+        for start in range(0, len(requests), 256):
+            responses = self.client.query_batch_points(self._name(collection), requests[start : start + 256])
+            out.extend(self._hits(r.points, False) for r in responses)
+        return out
+
     def search_sparse(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
         from qdrant_client import models
 

@@ -1,0 +1,205 @@
+"""Crash safety of anchor updates (issue 5): a failure at any write leaves nothing half visible, and
+reopening completes or rolls back; a deleted anchor never shows up again."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asif_vdb.client import AsifClient
+from asif_vdb.config import LabelSetInfo
+from asif_vdb.errors import StoreError
+from asif_vdb.index import ANCHORS, CANDIDATES
+from asif_vdb.store.base import Filter
+from test_refresh import DI, DT, add, anchor_ids, assert_fresh, make_store, put_sets, unit
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+
+
+def build(path: Path, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    client = make_store(path, k=4)
+    add(client, rng, 30, source="a")
+    put_sets(client, rng, 8, 5)
+    client.close()
+
+
+def assert_consistent(path: Path) -> AsifClient:
+    """Reopen: every pair is whole (both halves, both visible) or absent, nothing is journaled, and
+    every candidate equals a rebuild."""
+    client = AsifClient(path)
+    index = client.index
+    assert index.config.journal == []
+    ids = {m: {p.id for b in client.backend.scroll(n, None, with_payload=False) for p in b} for m, n in ANCHORS.items()}
+    assert ids["image"] == ids["text"]
+    for name in ANCHORS.values():
+        assert client.backend.count(name, Filter.where(ok=0)) == 0
+    assert_fresh(client)
+    return client
+
+
+# -- a process killed at each write of an update -------------------------------------------------
+CHILD = textwrap.dedent("""
+    import os, sys
+    import numpy as np
+    sys.path.insert(0, {tests!r})
+    from asif_vdb.client import AsifClient
+    from test_refresh import add, anchor_ids
+    client = AsifClient({path!r})
+    backend = client.backend
+    calls = {{"n": 0}}
+    def dying(method, collection_prefix):
+        real = getattr(backend, method)
+        def wrapper(collection, *args, **kwargs):
+            if not collection.startswith(collection_prefix):
+                return real(collection, *args, **kwargs)
+            calls["n"] += 1
+            if calls["n"] == {nth} and {when!r} == "before":
+                os._exit(17)  # no cleanup, no flush: the closest thing to pulling the plug
+            out = real(collection, *args, **kwargs)
+            if calls["n"] == {nth}:
+                os._exit(17)
+            return out
+        setattr(backend, method, wrapper)
+    dying({method!r}, {collection!r})
+    if {op!r} == "add":
+        add(client, np.random.default_rng(9), 12, source="b")
+    else:
+        client.delete_anchors(anchor_ids(client)[:10])
+    os._exit(0)
+""")
+
+KILL_POINTS = [  # (update, backend call, collection prefix, nth such call, die before/after it)
+    ("add", "upsert", "anchor_", 1, "before"),  # ids allocated, nothing written
+    ("add", "upsert", "anchor_", 1, "after"),   # caption half written, image half never: rolled back
+    ("add", "upsert", "anchor_", 2, "after"),   # both halves written, none committed: completed
+    ("add", "set_payload", "anchor_", 1, "after"),  # image half visible, caption half not: completed
+    ("add", "update_vectors", "candidates", 1, "before"),  # pairs visible, candidates not refreshed
+    ("add", "update_vectors", "candidates", 1, "after"),   # refreshed, journal not yet cleared
+    ("delete", "set_payload", "anchor_", 1, "after"),  # image half hidden, caption half visible
+    ("delete", "delete", "anchor_", 1, "after"),  # caption half deleted, image half still there
+    ("delete", "update_vectors", "candidates", 1, "before"),
+]
+
+
+@pytest.mark.parametrize("op,method,collection,nth,when", KILL_POINTS)
+def test_a_killed_update_is_completed_or_rolled_back_on_open(tmp_path, op, method, collection, nth, when) -> None:
+    path = tmp_path / "s"
+    build(path)
+    with AsifClient(path) as client:
+        before = set(anchor_ids(client))
+    code = CHILD.format(tests=str(TESTS), path=str(path), nth=nth, method=method, collection=collection, op=op,
+                        when=when)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 17, run.stderr
+    client = assert_consistent(path)
+    after = set(anchor_ids(client))
+    if op == "add":
+        assert after >= before and len(after - before) in (0, 12)  # all of the batch or none of it
+    else:
+        assert after == before - set(sorted(before)[:10])  # a begun delete is always finished
+    repair = client.last_repair
+    assert repair["completed"] or repair["rolled_back"] or repair.get("deleted") or when == "before"
+    client.close()
+
+
+# -- failures inside the process ----------------------------------------------------------------
+def test_a_failed_write_is_rolled_back_at_once_and_nothing_is_visible(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "s"
+    build(path)
+    client = AsifClient(path)
+    before = client.count()
+    real = client.backend.upsert
+
+    def fail_on_image_side(collection, points):
+        if collection == ANCHORS["image"]:
+            raise OSError("disk full")
+        return real(collection, points)
+
+    monkeypatch.setattr(client.backend, "upsert", fail_on_image_side)
+    rng = np.random.default_rng(1)
+    with pytest.raises(OSError, match="disk full"):
+        add(client, rng, 5)
+    assert client.count() == before
+    assert client.backend.count(ANCHORS["text"]) == before  # the lone caption halves are gone
+    assert client.index.config.journal == []
+    assert_fresh(client)  # queries run, and see nothing of the failed batch
+    client.close()
+    assert_consistent(path).close()
+
+
+def test_when_even_the_rollback_fails_queries_refuse_until_reopened(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "s"
+    build(path)
+    client = AsifClient(path)
+    rng = np.random.default_rng(2)
+
+    def broken(*args, **kwargs):
+        raise OSError("connection lost")
+
+    monkeypatch.setattr(client.backend, "set_payload", broken)
+    with pytest.raises(OSError, match="connection lost"):
+        add(client, rng, 5)
+    assert client.index.config.journal  # kept for the next open
+    with pytest.raises(StoreError, match="unfinished anchor update"):
+        client.index.relative(unit(rng, 1, DI), "image")
+    monkeypatch.undo()
+    client.close()
+    reopened = assert_consistent(path)
+    assert len(reopened.last_repair["completed"]) == 5  # both halves were written: completed
+    reopened.close()
+
+
+# -- deleted anchors are gone from every answer -------------------------------------------------
+def test_a_deleted_anchor_never_appears_in_any_result(tmp_path) -> None:
+    from asif_vdb import gallery
+
+    rng = np.random.default_rng(3)
+    client = make_store(tmp_path / "s", k=4)
+    add(client, rng, 40, source="a")
+    add(client, rng, 10, source="private")
+    put_sets(client, rng, 8, 5)
+    first = min(p.id for b in client.backend.scroll(CANDIDATES, None, with_payload=False) for p in b)
+    client.index.config.label_sets["t"] = LabelSetInfo(
+        name="t", classes=[f"c{i}" for i in range(8)], templates=["{}"], first_id=first)
+    client.index.save()
+    gallery.build_anchors_gallery(client.index, "image")
+    queries = unit(rng, 20, DI)
+    used = {int(i) for lst in client.index.relative(queries, "image").tolil().rows for i in lst}
+    gone = set(client.anchor_ids_where(source="private"))
+    assert used & gone, "the test needs deleted anchors that queries used"
+    assert client.delete_anchors_where(source="private") == 10
+
+    assert client.anchors(sorted(gone)) == {}
+    assert not set(client.index.relative(queries, "image").indices.tolist()) & gone
+    for b in client.backend.scroll(CANDIDATES, None, with_payload=False, vectors=("rel", "state")):
+        for p in b:
+            for name in ("rel", "state"):
+                assert not set(p.sparse.get(name, ([], []))[0].tolist()) & gone
+    for hits in client.search_embeddings(unit(rng, 10, DT), "text", "anchors", top=50):
+        assert not {h.id for h in hits} & gone
+    for result in client.classify_embeddings(queries, "t", top=8, threshold=None):
+        assert result.predictions
+    for q in queries[:5]:
+        explanation = client.explain_embedding(q, "t", top=3, anchors=20, neighbours=20)
+        shown = {a.anchor_id for ans in explanation.answers for a in ans.anchors}
+        shown |= {n.anchor_id for n in explanation.neighbours}
+        assert not shown & gone
+    assert_fresh(client)
+    client.close()
+
+
+def test_journal_entries_survive_in_the_config_file(tmp_path) -> None:
+    """The journal is part of the config document (what makes recovery possible after a kill)."""
+    path = tmp_path / "s"
+    build(path)
+    config = json.loads((path / "asif_config.json").read_text())
+    assert config["journal"] == []
+    assert DI and DT
