@@ -87,15 +87,17 @@ def labels() -> None:
 @click.option("--templates", default=None,
               help="Built-in list (default, cifar10, imagenet, imagenet7), a file, or one template with {}.")
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True)
+@click.option("--normalise", type=click.Choice(["none", "hub"]), default="none", show_default=True,
+              help="hub: score prompts as (score - mean) / std over reference anchor images.")
 @friendly
-def labels_create(store, url, api_key, name, classes, classes_file, templates, aggregate) -> None:
+def labels_create(store, url, api_key, name, classes, classes_file, templates, aggregate, normalise) -> None:
     """Create (or rebuild) label set NAME."""
     if (classes is None) == (classes_file is None):
         raise click.UsageError("give --classes or --classes-file")
     names = ([c.strip() for c in classes.split(",") if c.strip()] if classes
              else [line.strip() for line in classes_file.read_text().splitlines() if line.strip()])
     with open_client(store, url, api_key) as client:
-        info = client.create_label_set(name, names, templates, aggregate=aggregate)
+        info = client.create_label_set(name, names, templates, aggregate=aggregate, normalise=normalise)
     click.echo(f"label set {info.name}: {len(info.classes)} classes x {len(info.templates)} templates")
 
 
@@ -187,6 +189,9 @@ main.add_command(_ingest)
 
 from asif_vdb import cli_anchors  # noqa: E402  (issue 5: anchors add/delete/list, doctor, prune)
 main.add_command(cli_anchors.anchors); main.add_command(cli_anchors.doctor); main.add_command(cli_anchors.prune)  # noqa: E702,E501
+
+from asif_vdb import cli_methods  # noqa: E402  (issue 4B: transforms, hub normalisation)
+main.add_command(cli_methods.methods)
 
 
 if __name__ == "__main__":

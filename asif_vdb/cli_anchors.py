@@ -140,15 +140,20 @@ def doctor(store, url, api_key, repair, sample, as_json) -> None:
               help="Labelled images (a folder per class, named as the classes) that guide the choice and on "
                    "which accuracy is reported.")
 @click.option("--k", "k", type=int, default=None, help="Non-zeros per relative vector in the new store "
-              "(default: the smaller of the store's k and 25% of the kept anchors).")
+              "(default: the smaller of the store's k and a tenth of the kept anchors).")
+@click.option("--method", type=click.Choice(["auto", "candidates", "score_mass", "correct", "margin"]),
+              default="auto", show_default=True,
+              help="How anchors are ranked (auto: margin with --sample, else candidates).")
 @friendly
-def prune(store, url, api_key, label_set, keep, out, sample_dir, k) -> None:
-    """Write a smaller store with the KEEP anchors that matter most to one label set."""
+def prune(store, url, api_key, label_set, keep, out, sample_dir, k, method) -> None:
+    """Write a smaller store with the KEEP anchors that matter most to one label set, and report
+    its accuracy against the full store's on --sample."""
     from asif_vdb import prune as pr
 
     with open_client(store, url, api_key) as client:
         vectors = labels = None
         if sample_dir is not None:
             vectors, labels = pr.encode_sample(client, sample_dir, client.label_set(label_set).classes)
-        report = pr.prune_store(client, label_set, keep, out, query_vectors=vectors, query_labels=labels, k=k)
+        report = pr.prune_store(client, label_set, keep, out, query_vectors=vectors, query_labels=labels, k=k,
+                                method=method)
     click.echo(json.dumps(report))

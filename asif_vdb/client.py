@@ -12,6 +12,7 @@ import numpy as np
 from asif_vdb import calibrate as calibration
 from asif_vdb import gallery as gallery_sets
 from asif_vdb import labels as label_sets
+from asif_vdb import methods_index
 from asif_vdb import refresh as refresh_mod
 from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, GallerySetInfo, IndexConfig, LabelSetInfo
 from asif_vdb.encoders import Encoder, build_encoder, parse_spec
@@ -207,6 +208,7 @@ class AsifClient:
                 h.update(np.asarray(text_vectors[i], np.float32).tobytes())
                 p["hash"] = h.hexdigest()
         ids, _, self.last_refresh = refresh_mod.add_pairs(self.index, image_vectors, text_vectors, payloads)
+        methods_index.after_anchor_change(self.index, self.last_refresh)  # issue 4B: hub statistics
         return ids
 
     def delete_anchors(self, ids: Sequence[int]) -> int:
@@ -215,6 +217,7 @@ class AsifClient:
         if self._index is None:
             return 0
         removed, self.last_refresh = refresh_mod.delete_pairs(self.index, ids)
+        methods_index.after_anchor_change(self.index, self.last_refresh)  # issue 4B: hub statistics
         return len(removed)
 
     def refresh(self, added: Sequence[int] = (), deleted: Sequence[int] = ()) -> None:
@@ -224,6 +227,7 @@ class AsifClient:
         if not (added or deleted) or self._index is None:
             return
         self.last_refresh = refresh_mod.apply(self._index, added=added, deleted=deleted)
+        methods_index.after_anchor_change(self._index, self.last_refresh)  # issue 4B: hub statistics
 
     # -- anchor removal by payload (issue 5; logic in asif_vdb/refresh.py) -----------------------
     def anchor_ids_where(self, **conditions: Any) -> list[int]:
@@ -255,12 +259,17 @@ class AsifClient:
         *,
         aggregate: Literal["max", "mean"] = "max",
         replace: bool = True,
+        normalise: Literal["none", "hub"] = "none",
     ) -> LabelSetInfo:
         """Store class prompts' relative vectors so that classifying is one sparse query per image.
 
         ``templates`` is a built-in list name ("default", "cifar10", "imagenet", "imagenet7"), a
         file, or a list of strings with ``{}`` for the class name. Per class the best template
-        wins (the paper's rule); ``aggregate="mean"`` averages templates instead."""
+        wins (the paper's rule); ``aggregate="mean"`` averages templates instead.
+        ``normalise="hub"`` scores each prompt as (score - mean) / std over a reference sample of
+        anchor images (methods.py), so a class that many anchors mention no longer wins by default."""
+        if normalise not in ("none", "hub"):
+            raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
         if not name or not name.strip():
             raise InputError("a label set needs a non-empty name")
         if aggregate not in ("max", "mean"):
@@ -273,7 +282,7 @@ class AsifClient:
                 raise InputError(f"label set {name!r} exists; pass replace=True to rebuild it")
             index.drop_set(label_sets.set_key(name))
         info = LabelSetInfo(
-            name=name, classes=classes, templates=tmpl, aggregate=aggregate,
+            name=name, classes=classes, templates=tmpl, aggregate=aggregate, normalise=normalise,
             first_id=index.allocate_candidates(len(classes) * len(tmpl)),
         )
         self._store_label_set(info)
@@ -287,6 +296,8 @@ class AsifClient:
         ids = list(range(info.first_id, info.first_id + len(texts)))
         payloads = [{"class": i // len(info.templates), "text": t} for i, t in enumerate(texts)]
         self.index.put_candidates(label_sets.set_key(info.name), ids, vecs, "text", payloads)
+        if info.normalise == "hub":  # issue 4B: per-prompt statistics over reference anchor images
+            methods_index.label_set_statistics(self.index, info)
 
     def label_set(self, name: str) -> LabelSetInfo:
         sets = self._index.config.label_sets if self._index else {}
@@ -499,6 +510,46 @@ class AsifClient:
         if self._index is None:
             raise NotFoundError(f"store {self.backend.location} is empty: add anchors first")
         return self._index
+
+    # -- methods beyond plain ASIF (issue 4B; logic in asif_vdb/methods.py, methods_index.py) -----
+    def set_transform(
+        self, image: dict[str, Any] | None = None, text: dict[str, Any] | None = None, *,
+        modalities: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        """Fit an embedding transform per modality on the current anchors and apply it from now on:
+        e.g. ``set_transform(image={"power": 0.5, "whiten": 10}, text={"whiten": 3})``. Options:
+        ``power`` (signed power of each component, 1 = off), ``centre`` (subtract the anchors' mean,
+        default True), ``whiten`` (covariance whitening with this shrinkage; None = off). Anchors
+        are rewritten and every label set and gallery recomputed; anchors added later use the same
+        fitted transform until this is called again. A modality given as None (or listed in
+        ``modalities`` without options) goes back to raw cosines."""
+        options: dict[str, dict[str, Any] | None] = {"image": image, "text": text}
+        if modalities is not None:
+            options = {m: options.get(m) for m in modalities}
+        records = methods_index.set_transforms(self._require_index(), options)
+        return {m: r.model_dump() for m, r in records.items()}
+
+    def transforms(self) -> dict[str, Any]:
+        """The store's fitted embedding transforms by modality (empty: plain ASIF)."""
+        return {m: r.model_dump() for m, r in self._index.config.transforms.items()} if self._index else {}
+
+    def normalise_label_set(self, name: str, normalise: Literal["none", "hub"] = "hub") -> LabelSetInfo:
+        """Turn hub normalisation of a stored label set on (computing its statistics) or off."""
+        if normalise not in ("none", "hub"):
+            raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
+        info = self.label_set(name)
+        info.normalise = normalise
+        if normalise == "hub":
+            methods_index.label_set_statistics(self.index, info)
+        else:
+            info.hub_mean = info.hub_std = None
+        self.index.save()
+        return info
+
+    def normalise_gallery(self, name: str, normalise: Literal["none", "hub"] = "hub") -> GallerySetInfo:
+        """Hub-normalise a gallery's scores (``"hub"``: each item's score as (score - mean) / std over
+        reference anchors of the other modality) or stop (``"none"``)."""
+        return methods_index.set_gallery_normalise(self._require_index(), name, normalise)
 
     # -- info ------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any]:

@@ -83,6 +83,11 @@ class LabelSetInfo(BaseModel):
     #: "Unknown" also when the query's anchor coverage is below this (calibrate.py; None: off).
     coverage_threshold: float | None = None
     first_id: int = 0
+    #: Hub normalisation (methods.py): "hub" scores each prompt as (score - mean) / std over a
+    #: reference sample of anchor images; the statistics, in candidate order, are kept here.
+    normalise: Literal["none", "hub"] = "none"
+    hub_mean: list[float] | None = None
+    hub_std: list[float] | None = None
 
     @property
     def n_candidates(self) -> int:
@@ -97,6 +102,19 @@ class GallerySetInfo(BaseModel):
     size: int = 0
     #: Set when anchors change: items' relative vectors are recomputed before the next search.
     stale: bool = False
+    #: Hub normalisation of item scores (methods.py); per-item statistics are in the item payloads.
+    normalise: Literal["none", "hub"] = "none"
+
+
+class TransformInfo(BaseModel):
+    """A fitted embedding transform of one modality (methods.py). Its arrays (mean, matrix) live in
+    the store's ``transform`` collection; the checksum ties them to this record."""
+
+    power: float = Field(default=1.0, gt=0)
+    centre: bool = True
+    whiten: float | None = Field(default=None, gt=0)
+    anchors: int = 0
+    checksum: str = ""
 
 
 class IndexConfig(BaseModel):
@@ -114,3 +132,5 @@ class IndexConfig(BaseModel):
     galleries: dict[str, GallerySetInfo] = Field(default_factory=dict)
     #: Anchor updates begun and not yet finished (refresh.py): completed or rolled back on open.
     journal: list[dict[str, Any]] = Field(default_factory=list)
+    #: Embedding transforms by modality (methods.py); empty: plain ASIF on raw cosines.
+    transforms: dict[str, TransformInfo] = Field(default_factory=dict)

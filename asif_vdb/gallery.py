@@ -193,6 +193,10 @@ def rank(index: AsifIndex, info: GallerySetInfo, queries: sp.csr_matrix, top: in
     """The ``top`` items of a gallery for each query relative vector, best first (zero scores left out)."""
     if not isinstance(top, (int, np.integer)) or top < 1:
         raise InputError(f"top must be a positive integer, got {top!r}")
+    if info.normalise == "hub":  # issue 4B: hub-normalised scores (methods_index.py)
+        from asif_vdb.methods_index import rank_gallery
+
+        return rank_gallery(index, info, queries, top)
     hits = index.backend.search_sparse(
         CANDIDATES, "rel", relative.to_pairs(queries), int(top), Filter.where(set=set_key(info.name)),
         with_payload=True,

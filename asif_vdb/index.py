@@ -50,6 +50,11 @@ class AsifIndex:
         self.dims = dims
         #: >0 while an anchor update (journaled in the config) is being carried out by this process.
         self.updating = 0
+        # Embedding transforms (issue 4B, methods_index.py): with one, ``self.backend`` becomes a view
+        # that stores anchors transformed; ``self.raw_backend`` is the backend itself.
+        from asif_vdb import methods_index
+
+        methods_index.install(self)
 
     def save(self) -> None:
         self.backend.write_config(self.config.model_dump(mode="json"))
@@ -175,6 +180,11 @@ class AsifIndex:
         similarities in id order. Qdrant's own order among equal scores is arbitrary, and equal
         scores are common (an image with five captions is five anchors with one image vector): this
         rule makes a relative vector one well-defined thing, the same in every rebuild."""
+        if self.config.journal and not self.updating:
+            raise StoreError(
+                f"store {self.backend.location} has an unfinished anchor update: reopen it (or run "
+                "`asif doctor --repair`) to complete or roll it back before querying"
+            )
         limit = self.config.params.k if limit is None else int(limit)
         vectors = np.asarray(vectors, np.float32)
         out: list[Hits | None] = [None] * len(vectors)
@@ -192,11 +202,6 @@ class AsifIndex:
 
     def relative(self, vectors: np.ndarray, modality: Modality) -> sp.csr_matrix:
         """Relative vectors of embeddings against the visible anchors of their own modality."""
-        if self.config.journal and not self.updating:
-            raise StoreError(
-                f"store {self.backend.location} has an unfinished anchor update: reopen it (or run "
-                "`asif doctor --repair`) to complete or roll it back before querying"
-            )
         vecs = self.check_vectors(vectors, modality, f"{modality} queries")
         hits = self.anchor_topk(vecs, modality)
         return relative.relative_vectors(
@@ -219,7 +224,7 @@ class AsifIndex:
 
         vecs = self.check_vectors(vectors, modality, f"{set_key} items")
         if self.config.journal and not self.updating:
-            self.relative(vecs[:0], modality)  # refuses, with the reason
+            self.anchor_topk(vecs[:0], modality)  # refuses, with the reason
         rel, lists = refresh.candidate_lists(self, vecs, modality)
         pairs = relative.to_pairs(rel)
         k = self.config.params.k

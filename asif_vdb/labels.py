@@ -43,6 +43,10 @@ def class_scores(hits: Sequence[Hits], info: LabelSetInfo) -> np.ndarray:
     per_prompt = np.zeros((len(hits), n_c * n_t), dtype=np.float32)
     for row, h in enumerate(hits):
         per_prompt[row, h.ids - info.first_id] = h.scores
+    if info.normalise != "none":  # hub normalisation (issue 4B; methods_index.py)
+        from asif_vdb.methods_index import normalise_prompt_scores
+
+        per_prompt = normalise_prompt_scores(per_prompt, info)
     grid = per_prompt.reshape(len(hits), n_c, n_t)
     return grid.max(axis=2) if info.aggregate == "max" else grid.mean(axis=2)
 

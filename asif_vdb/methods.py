@@ -1,40 +1,150 @@
-"""Optional refinements of plain ASIF, as pure functions (no I/O); the index applies them.
+"""Optional refinements of plain ASIF, as pure functions (no I/O); the store applies them.
 
-- Centring: subtract a fixed mean (the anchors' mean, per modality) from every embedding before
-  cosine. Off-the-shelf embeddings share a large common direction, so raw cosines to the anchors
-  are all high and barely discriminate; centred ones spread out.
-- Hub normalisation: some candidates (a prompt naming a class that many anchor captions mention,
-  a gallery image that resembles many anchors) score high against every query. Their score is
-  standardised by their own mean and spread over a reference query set taken from the anchors.
+Measured on Flickr8k-train anchors (benchmarks/methods_search.py): plain ASIF relative vectors are
+built from raw cosines, which with these encoders all share a large common component; and a few
+candidates (a prompt naming a class many anchor captions mention, an image that resembles many
+anchors) score high against every query. Two remedies, each an option:
+
+- An embedding transform per modality, fitted on the anchors and then fixed: a signed power of each
+  component (``power``; 0.5 tames the few large activations of a CNN's pooled features), centring
+  by the anchors' mean, and whitening by their covariance with shrinkage (``whiten``: a multiple of
+  the mean eigenvalue added to every eigenvalue; large = close to plain centring). Anchors are
+  stored transformed; queries and candidates are transformed before every anchor search.
+- Hub normalisation of a candidate's scores: ``(score - mean) / std`` over a reference set of
+  queries drawn from the anchors of the query modality, so a candidate that is near everything no
+  longer wins by default.
 """
 
 from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
 from asif_vdb.errors import InputError
 
-#: Below this norm a centred vector has no direction left (the input equals the mean).
+#: Below this norm a transformed vector has no direction left (the input equals the mean).
 ZERO_NORM = 1e-6
+#: Reference queries for hub statistics: at most this many anchors, evenly spaced by id.
+HUB_REFERENCE = 1000
+#: A candidate whose scores barely vary over the reference set keeps this spread (no division by 0).
+MIN_STD = 1e-6
+
+#: The combination chosen by benchmarks/methods_search.py on the calibration data (CIFAR-10's first
+#: 100 images per class, Flickr8k val) with the default offline encoders and Flickr8k-train anchors:
+#: store parameters k and p, ``AsifClient.set_transform(**transform)``, and ``normalise="hub"`` for
+#: label sets and galleries. Other encoders or anchors may prefer other values.
+RECOMMENDED: dict = {
+    "k": 3200,
+    "p": 1.5,
+    "transform": {"image": {"power": 0.5, "whiten": 10.0}, "text": {"whiten": 3.0}},
+    "hub": True,
+}
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:
-    arr = np.asarray(vectors, dtype=np.float32)
+    arr = np.asarray(vectors, dtype=np.float64)
     return arr / np.linalg.norm(arr, axis=-1, keepdims=True)
 
 
-def mean_vector(vectors: np.ndarray) -> np.ndarray:
-    """The mean of L2-normalised rows: the centre to subtract (norm < 1)."""
-    arr = unit_rows(np.atleast_2d(vectors))
-    if len(arr) == 0:
-        raise InputError("cannot compute a mean of zero vectors")
-    return arr.astype(np.float64).mean(axis=0).astype(np.float32)
+def signed_power(vectors: np.ndarray, power: float) -> np.ndarray:
+    """Unit rows of ``sign(x) * |x| ** power`` (power 1 only normalises)."""
+    arr = np.asarray(vectors, dtype=np.float64)
+    if power != 1.0:
+        arr = np.sign(arr) * np.abs(arr) ** power
+    return unit_rows(arr)
 
 
-def centre(vectors: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """Unit rows of ``normalise(v) - mean``; a row equal to the mean has no direction and is refused."""
-    arr = unit_rows(np.atleast_2d(vectors)) - np.asarray(mean, np.float32)[None, :]
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    if (norms < ZERO_NORM).any():
-        raise InputError(f"vector #{int(np.argmin(norms))} equals the centring mean: it has no direction")
-    return (arr / norms).astype(np.float32)
+@dataclass
+class Transform:
+    """A fitted embedding transform: ``unit((signed_power(x) - mean) @ matrix)``."""
+
+    power: float
+    mean: np.ndarray     # (d,); zeros when not centring
+    matrix: np.ndarray   # (d, d); the identity when not whitening
+
+    def apply(self, vectors: np.ndarray) -> np.ndarray:
+        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        out = (signed_power(arr, self.power) - self.mean) @ self.matrix
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        if (norms < ZERO_NORM).any():
+            raise InputError(f"vector #{int(np.argmin(norms))} equals the anchors' mean: it has no direction")
+        return (out / norms).astype(np.float32)
+
+    def invert(self, transformed: np.ndarray) -> np.ndarray:
+        """The unit input vectors that ``apply`` maps to these rows (the transform is invertible:
+        whitening with shrinkage is full rank). Lets a store refit without keeping raw copies."""
+        t = np.atleast_2d(np.asarray(transformed, dtype=np.float64))
+        u = np.linalg.solve(self.matrix.T, t.T).T  # direction of signed_power(x) - mean
+        # signed_power(x) = mean + s * u with |.| = 1 and s > 0: the positive root of a quadratic.
+        mu, uu, mm = u @ self.mean, np.sum(u * u, axis=1), float(self.mean @ self.mean)
+        s = (-mu + np.sqrt(np.maximum(mu * mu - uu * (mm - 1.0), 0.0))) / uu
+        y = self.mean + s[:, None] * u
+        if self.power != 1.0:
+            y = np.sign(y) * np.abs(y) ** (1.0 / self.power)
+        return unit_rows(y).astype(np.float32)
+
+    def checksum(self) -> str:
+        h = hashlib.sha256(np.float64(self.power).tobytes())
+        h.update(np.asarray(self.mean, np.float32).tobytes())
+        h.update(np.asarray(self.matrix, np.float32).tobytes())
+        return h.hexdigest()[:16]
+
+
+def fit_transform(vectors: np.ndarray, power: float = 1.0, centre: bool = True,
+                  whiten: float | None = None) -> Transform:
+    """Fit a transform on anchor embeddings (one row per anchor).
+
+    ``whiten`` None: no whitening; else the shrinkage s in ``(eigenvalue + s * mean eigenvalue)^-1/2``.
+    Whitening implies centring."""
+    if power <= 0:
+        raise InputError(f"power must be positive, got {power}")
+    if whiten is not None and whiten <= 0:
+        raise InputError(f"whiten (the shrinkage) must be positive, got {whiten}")
+    x = signed_power(np.atleast_2d(vectors), power)
+    if len(x) < 2:
+        raise InputError(f"fitting a transform needs at least 2 anchors, got {len(x)}")
+    d = x.shape[1]
+    centre = centre or whiten is not None
+    mean = x.mean(axis=0) if centre else np.zeros(d)
+    matrix = np.eye(d)
+    if whiten is not None:
+        xc = x - mean
+        cov = xc.T @ xc / len(x)
+        vals, vecs = np.linalg.eigh(cov)
+        vals = np.maximum(vals, 0.0)
+        # Symmetric (ZCA) whitening: V diag(.) V^T keeps the axes, so similarities stay comparable.
+        matrix = (vecs / np.sqrt(vals + whiten * max(vals.mean(), 1e-12))) @ vecs.T
+    return Transform(power=float(power), mean=mean, matrix=matrix)
+
+
+# -- hub normalisation ------------------------------------------------------------------------------
+def reference_sample(ids: np.ndarray, n: int = HUB_REFERENCE) -> np.ndarray:
+    """At most ``n`` ids evenly spaced through the sorted ``ids``: a fixed, reproducible sample."""
+    ids = np.unique(np.asarray(ids, np.int64))
+    if len(ids) <= n:
+        return ids
+    return ids[np.floor(np.arange(n) * (len(ids) / n)).astype(np.int64)]
+
+
+def hub_statistics(reference_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-candidate (mean, std) of scores against the reference queries: (n_ref, n_cand) in."""
+    s = np.asarray(reference_scores, np.float64)
+    if s.ndim != 2 or s.shape[0] == 0:
+        raise InputError("hub statistics need at least one reference query")
+    return s.mean(axis=0), np.maximum(s.std(axis=0), MIN_STD)
+
+
+def hub_normalise(scores: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(score - mean) / std`` per candidate (columns)."""
+    return ((np.asarray(scores, np.float64) - np.asarray(mean)[None, :]) / np.asarray(std)[None, :]).astype(np.float32)
+
+
+def hub_normalise_rows(scores: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``hub_normalise``, except that a row of all-zero scores (a query sharing no anchor with any
+    candidate) stays all zero: it has no evidence to normalise, and zero keeps it "unknown"."""
+    s = np.asarray(scores, np.float64)
+    out = hub_normalise(s, mean, std)
+    out[~(s != 0).any(axis=1)] = 0.0
+    return out

@@ -3,10 +3,13 @@ keep few couples", Norelli et al. 2023).
 
 An ASIF score is a sum over anchors (query entry x candidate entry), so an anchor matters to a label
 set as much as the score mass it carries. Without queries that is its mass over the set's candidate
-vectors; with a sample of labelled queries it is the mass it adds to the right classes' scores
-(``correct``), or, without labels, to all of them (``score_mass``). The kept pairs are copied with
-their vectors and payloads (no re-encoding) into a new store, where the label set is rebuilt from
-its stored prompt embeddings.
+vectors (``candidates``); with a sample of queries, the mass it adds to every query x class score
+(``score_mass``); with labelled queries, the mass it adds to the right class's score beyond the
+classes' mean (``margin``: anchors that tell the classes apart, the default then) or to the right
+class's score alone (``correct``). The kept pairs are copied with their vectors and payloads (no
+re-encoding) into a new store, where the label set is rebuilt from its stored prompt embeddings.
+With few anchors a smaller k suits better: by default k = kept / 10 (capped at the store's k),
+which was best on the CIFAR-10 calibration slice (benchmarks/prune.py).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from asif_vdb.errors import InputError, StoreError
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex
 from asif_vdb.store import open_backend
 
-Method = Literal["auto", "candidates", "score_mass", "correct"]
+Method = Literal["auto", "candidates", "score_mass", "correct", "margin"]
 COPY_BATCH = 2048
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -56,12 +59,13 @@ def anchor_importance(
     """Importance of every anchor id (0 for ids that are not anchors) to this label set.
 
     ``candidates``: mass over the classes' vectors; ``score_mass``: mass each anchor adds to every
-    query x class score; ``correct``: mass it adds to the right class's score. ``auto`` picks the
-    most informed one the inputs allow."""
+    query x class score; ``correct``: mass it adds to the right class's score; ``margin``: that
+    mass less its mean over all classes. ``auto`` picks the most informed one the inputs allow
+    (candidates, score_mass, margin)."""
     rel, _ = label_set_vectors(index, info)
     per_class = class_vectors(rel, info)
     if method == "auto":
-        method = "candidates" if query_vectors is None else ("correct" if query_labels is not None else "score_mass")
+        method = "candidates" if query_vectors is None else ("margin" if query_labels is not None else "score_mass")
     if method == "candidates":
         return np.asarray(per_class.sum(axis=0)).ravel()
     if query_vectors is None:
@@ -69,12 +73,18 @@ def anchor_importance(
     queries = index.relative(query_vectors, "image")
     if method == "score_mass":
         return np.asarray(queries.sum(axis=0)).ravel() * np.asarray(per_class.sum(axis=0)).ravel()
-    if method != "correct":
-        raise InputError(f"unknown pruning method {method!r} (candidates, score_mass, correct)")
+    if method not in ("correct", "margin"):
+        raise InputError(f"unknown pruning method {method!r} (candidates, score_mass, correct, margin)")
+    if query_labels is None:
+        raise InputError(f"pruning method {method!r} needs the sample queries' labels")
     y = np.asarray(query_labels, np.int64)
     if len(y) != queries.shape[0] or (len(y) and (y.min() < 0 or y.max() >= len(info.classes))):
         raise InputError(f"query labels: need {queries.shape[0]} class indices in 0..{len(info.classes) - 1}")
-    return np.asarray(queries.multiply(per_class[y]).sum(axis=0)).ravel()
+    right = np.asarray(queries.multiply(per_class[y]).sum(axis=0)).ravel()
+    if method == "correct":
+        return right
+    mean = np.asarray(per_class.mean(axis=0)).ravel()
+    return right - np.asarray(queries.sum(axis=0)).ravel() * mean
 
 
 def choose(importance: np.ndarray, visible: np.ndarray, keep: int) -> np.ndarray:
@@ -91,10 +101,11 @@ def visible_anchor_ids(index: AsifIndex) -> np.ndarray:
 def prune_store(
     client: Any, label_set: str, keep: int, out: str | os.PathLike, *, query_vectors: np.ndarray | None = None,
     query_labels: Sequence[int] | None = None, k: int | None = None, method: Method = "auto",
+    importance: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write a new embedded store at ``out`` with the ``keep`` anchors that matter most to
     ``label_set`` and that label set rebuilt; returns a report (with accuracies on the sample when
-    labelled queries are given)."""
+    labelled queries are given). ``importance`` (one score per anchor id) replaces the computed one."""
     index: AsifIndex = client.index
     info = client.label_set(label_set)
     visible = visible_anchor_ids(index)
@@ -103,14 +114,14 @@ def prune_store(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} exists and is not empty: give a new directory for the pruned store")
-    importance = anchor_importance(index, info, query_vectors, query_labels, method)
+    if importance is None:
+        importance = anchor_importance(index, info, query_vectors, query_labels, method)
     kept = choose(importance, visible, keep)
-    k_new = k or min(index.config.params.k, max(1, keep // 4))
+    k_new = k or min(index.config.params.k, max(1, keep // 10))
     pruned = _write_store(index, info, kept, out, AsifParams(k=k_new, p=index.config.params.p))
     report: dict[str, Any] = {
         "store": str(out), "label_set": label_set, "kept": int(keep), "of": int(len(visible)),
-        "fraction": round(keep / len(visible), 4), "k": k_new, "importance_mass_kept":
-        round(float(importance[kept].sum() / max(importance[visible].sum(), 1e-12)), 4),
+        "fraction": round(keep / len(visible), 4), "k": k_new,
     }
     if query_vectors is not None and query_labels is not None:
         y = np.asarray(query_labels)

@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from asif_vdb import relative
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex, Modality
+from asif_vdb.methods_index import embed
 from asif_vdb.store.base import Filter, Hits, PointData
 
 #: Orders decided by values closer than this are re-read from Qdrant (its float32 dot products and
@@ -103,8 +104,8 @@ def decode_state(rel: tuple[np.ndarray, np.ndarray] | None, state: tuple[np.ndar
                  p: float) -> AnchorList | None:
     """L back from a stored point, or None when it holds no usable state (it is searched again)."""
     r_ids, r_vals = rel if rel is not None else (EMPTY_IDS, EMPTY_SIMS)
-    if not len(r_ids):
-        return AnchorList(EMPTY_IDS, EMPTY_SIMS, True)  # no anchor of positive similarity at all
+    if not len(r_ids):  # no anchor of positive similarity at all (unless the two disagree)
+        return AnchorList(EMPTY_IDS, EMPTY_SIMS, True) if state is None or not len(state[0]) else None
     if state is None or not len(state[0]):
         return None
     s_ids, s_vals = np.asarray(state[0], np.int64), np.asarray(state[1], np.float64)
@@ -411,7 +412,9 @@ def _update_group(
     k, K = index.config.params.k, depth(index.config.params.k)
     t = time.perf_counter()
     lists = group.lists
-    sims = group.dense.astype(np.float64) @ new_vecs.astype(np.float64).T if len(new_ids) else None
+    # Similarities as the anchor search sees them (transformed when the store has a transform, issue 4B).
+    sims = embed(index, group.dense, group.modality).astype(np.float64) \
+        @ embed(index, new_vecs, group.modality).astype(np.float64).T if len(new_ids) else None
     touched = np.zeros(len(lists), bool)
     if sims is not None:
         bars = np.asarray([0.0 if lst.full or not len(lst) else lst.sims[-1] for lst in lists])
@@ -442,7 +445,7 @@ def _update_group(
         report.resolved += len(pending)
         rows = [r for r, _ in pending]
         exact = exact_sims(index, group.dense[rows], group.modality, [inv for _, inv in pending])
-        for (row, involved), (ex_ids, ex_sims) in zip(pending, exact):
+        for (row, _), (ex_ids, ex_sims) in zip(pending, exact):
             lst = lists[row]
             base = AnchorList(*sort_entries(lst.ids, _replace(lst.ids, lst.sims, ex_ids, ex_sims)), lst.full)
             row_sims = _replace(new_ids, sims[row], ex_ids, ex_sims) if sims is not None else no_sims

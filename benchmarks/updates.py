@@ -1,14 +1,18 @@
 """Live anchor updates: add and delete 1,000 anchors in a store with a 7,000-prompt label set and a
 1,000-image gallery, against a full rebuild of every stored candidate measured in the same run.
 
-    python benchmarks/updates.py [--n 1000] [--classes 1000] [--gallery 1000] [--seed 0]
+    python benchmarks/updates.py [--n 1000] [--classes 1000] [--gallery 1000] [--store DIR]
 
-Anchors: the 30,455 Flickr8k train pairs (cached embeddings). Label set: 1,000 frequent words and
-bigrams of the train captions x the 7 "imagenet7" templates. Gallery: 1,000 val images. Added
-anchors: pairs of other val/test images; deleted anchors: a random 1,000 of the train pairs. Each
-update is timed from the call to its return (pairs written and every candidate fresh). The rebuild
-recomputes every candidate's relative vector from its stored embedding (one top-k search each, no
-re-encoding) and writes it; its result is also the reference the updated store must equal.
+Anchors: the 30,455 Flickr8k train pairs (cached embeddings; 30,447 after de-duplication). Label
+set: 1,000 frequent words and bigrams of the train captions x the 7 "imagenet7" templates. Gallery:
+1,000 val images. In order, after reopening the store: add the first caption of 1,000 test images
+(the first update of a process also reads every candidate's state: "cold"), delete a random 1,000
+train pairs, add the second caption of the same 1,000 test images (image similarities equal to the
+first batch's: ties). Each update is timed from the call to its return (pairs written and every
+candidate fresh); the refresh's own stages are reported. The rebuild recomputes every candidate's
+relative vector from its stored embedding (one top-K search each, no re-encoding) and writes it; its
+result is also the reference the updated store must equal (max abs difference asserted <= 1e-5).
+``--store DIR`` keeps the built store (3-4 minutes to build) and reuses it on later runs.
 """
 
 from __future__ import annotations
@@ -122,6 +126,8 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=1000)
     ap.add_argument("--gallery", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--small", type=lambda v: [int(x) for x in v.split(",") if x], default=[10, 100],
+                    help="sizes of the smaller add-then-delete updates also timed")
     ap.add_argument("--store", type=Path, default=None,
                     help="keep the built store (anchors, label set, gallery) here and reuse it on later runs")
     args = ap.parse_args()
@@ -156,11 +162,14 @@ def main() -> None:
         add_cap = emb["flickr_captions"][np.asarray(e_cap)[first]]
         add_pay = [e_pay[i] for i in first]
 
+        # First update after opening: reads every candidate's state from the store (cold).
+        client.close()
+        client = AsifClient(path)
         t = time.perf_counter()
         client.add_anchor_embeddings(add_img, add_cap, add_pay)
-        add_s = time.perf_counter() - t
-        add_report = client.last_refresh.to_dict()
-        print(f"  add {args.n}: {add_s:.2f} s  {add_report}", flush=True)
+        add_cold_s = time.perf_counter() - t
+        add_cold_report = client.last_refresh.to_dict()
+        print(f"  add {len(add_pay)} (first update after opening): {add_cold_s:.2f} s  {add_cold_report}", flush=True)
 
         victims = [int(i) for i in rng.choice(anchors_before, args.n, replace=False)]
         t = time.perf_counter()
@@ -168,18 +177,33 @@ def main() -> None:
         delete_s = time.perf_counter() - t
         delete_report = client.last_refresh.to_dict()
         print(f"  delete {args.n}: {delete_s:.2f} s  {delete_report}", flush=True)
-        anchors_after = client.count()
 
-        # A fresh process would first read every candidate's state: the same update, cold.
-        client.close()
-        client = AsifClient(path)
-        m_pay = [e_pay[i] for i in second]  # the second caption of the same images: new pairs
+        m_pay = [e_pay[i] for i in second]  # the second caption of the same images: new pairs, equal image sims
         t = time.perf_counter()
         client.add_anchor_embeddings(emb["flickr_images"][np.asarray(e_img)[second]],
                                      emb["flickr_captions"][np.asarray(e_cap)[second]], m_pay)
-        add_cold_s = time.perf_counter() - t
-        add_cold_report = client.last_refresh.to_dict()
-        print(f"  add {len(m_pay)} after reopening (cold): {add_cold_s:.2f} s  {add_cold_report}", flush=True)
+        add_s = time.perf_counter() - t
+        add_report = client.last_refresh.to_dict()
+        print(f"  add {len(m_pay)}: {add_s:.2f} s  {add_report}", flush=True)
+        anchors_after = client.count()
+
+        # Smaller updates touch fewer candidates: add n pairs (third captions), then delete them.
+        third = [i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[pl["image"]][2]]
+        small = []
+        for n in args.small:
+            rows = np.asarray(third[:n])
+            t = time.perf_counter()
+            ids = client.add_anchor_embeddings(emb["flickr_images"][np.asarray(e_img)[rows]],
+                                               emb["flickr_captions"][np.asarray(e_cap)[rows]],
+                                               [e_pay[i] for i in rows])
+            a_s, a_rep = time.perf_counter() - t, client.last_refresh
+            t = time.perf_counter()
+            client.delete_anchors(ids)
+            d_s, d_rep = time.perf_counter() - t, client.last_refresh
+            small.append({"n": n, "add_seconds": round(a_s, 3), "add_rewritten": a_rep.rewritten,
+                          "delete_seconds": round(d_s, 3), "delete_rewritten": d_rep.rewritten})
+            print(f"  add/delete {n}: {a_s:.2f} s / {d_s:.2f} s, candidates rewritten "
+                  f"{a_rep.rewritten} / {d_rep.rewritten}", flush=True)
 
         with stages("full_rebuild"):
             rebuild_s, max_diff, n_checked = rebuild(client)
@@ -190,13 +214,17 @@ def main() -> None:
         "anchors": anchors_before, "anchors_after_updates": anchors_after,
         "candidates": n_candidates, "label_set": f"{len(classes)} classes x 7 templates (imagenet7)",
         "gallery_images": len(gal_rows),
-        "add_n": len(add_pay), "add_seconds": round(add_s, 3), "add_refresh": add_report,
+        "add_n": len(m_pay), "add_seconds": round(add_s, 3), "add_refresh": add_report,
         "delete_n": args.n, "delete_seconds": round(delete_s, 3), "delete_refresh": delete_report,
-        "add_cold_n": len(m_pay), "add_cold_seconds": round(add_cold_s, 3), "add_cold_refresh": add_cold_report,
+        "add_cold_n": len(add_pay), "add_cold_seconds": round(add_cold_s, 3), "add_cold_refresh": add_cold_report,
+        "smaller_updates": small,
         "full_rebuild_seconds": round(rebuild_s, 3),
         "add_vs_rebuild": round(add_s / rebuild_s, 4), "delete_vs_rebuild": round(delete_s / rebuild_s, 4),
+        "add_cold_vs_rebuild": round(add_cold_s / rebuild_s, 4),
+        "write_share": round((add_report["seconds"].get("write", 0) + delete_report["seconds"].get("write", 0))
+                             / (add_s + delete_s), 3),
         "max_abs_diff_vs_rebuild": max_diff, "candidates_checked": n_checked,
-        "goal_seconds": 2.0, "met": bool(add_s <= 2.0 and delete_s <= 2.0),
+        "goal_seconds": 2.0, "met": bool(max(add_s, delete_s, add_cold_s) <= 2.0),
         "load_average_1min": round(load[0], 2), "stage_seconds": stages.seconds,
     })
 

@@ -47,6 +47,9 @@ def _store_exists(store: Path) -> bool:
               help="Images per forward pass (default: the encoder's).")
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decode + preprocess threads.")
+@click.option("--streams", type=click.IntRange(min=1), default=None,
+              help="CPU: parallel single-threaded encoder streams (default: one per torch "
+                   "thread; 1 = one stream with all threads).")
 @click.option("--min-side", type=click.IntRange(min=1), default=8, show_default=True,
               help="Skip images with a side shorter than this (1x1 tracking pixels, placeholders).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -60,7 +63,8 @@ def _store_exists(store: Path) -> bool:
 @click.option("-p", "p", type=float, default=None, help="New store only: exponent (1.0).")
 @friendly
 def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, images_dir, source,
-           limit, dry_run, report, batch, image_batch, workers, min_side, no_progress, as_json,
+           limit, dry_run, report, batch, image_batch, workers, streams, min_side, no_progress,
+           as_json,
            image_encoder, text_encoder, k, p) -> None:
     """Add image-caption anchor pairs from INPUT: webdataset shards (.tar, brace patterns such as
     'shards/{00000..00009}.tar', or a folder of them), an img2dataset `files` folder, a folder of
@@ -81,7 +85,7 @@ def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, i
         input=input_path, format=fmt, image_column=image_column, caption_column=caption_column,
         images_dir=str(images_dir) if images_dir else None, source=source, limit=limit,
         dry_run=dry_run, report=str(report), batch=batch, image_batch=image_batch, workers=workers,
-        min_side=min_side, progress=not no_progress,
+        streams=streams, min_side=min_side, progress=not no_progress,
     ).check()
     kwargs = _new_store_kwargs(image_encoder, text_encoder, k, p)
     if dry_run and url is None and not _store_exists(store or Path(DEFAULT_STORE)):

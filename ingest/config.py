@@ -25,6 +25,8 @@ class IngestConfig:
     batch: int = 256  # pairs looked up, encoded (text) and written per store call
     image_batch: int | None = None  # images per forward pass; None: the encoder's own batch size
     workers: int = 2  # decode + preprocess threads
+    streams: int | None = None  # parallel single-threaded model streams on CPU; None: one per
+    # torch thread (1 stream with torch's own threads on a GPU, or when set to 1)
     prefetch_batches: int = 4  # image batches decoded ahead of the encoder (bounds memory)
     min_side: int = 8  # smaller images (1x1 tracking pixels, placeholders) carry no content
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused as decompression bombs
@@ -37,6 +39,8 @@ class IngestConfig:
                     "max_pixels": self.max_pixels}
         if self.image_batch is not None:
             positive["image_batch"] = self.image_batch
+        if self.streams is not None:
+            positive["streams"] = self.streams
         for name, value in positive.items():
             if value < 1:
                 raise InputError(f"ingest: {name} must be at least 1, got {value}")

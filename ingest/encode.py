@@ -1,16 +1,19 @@
-"""Encode stage: batched image forward passes fed by a bounded, in-order decode prefetch; captions.
+"""Encode stage: batched image forward passes fed by a bounded, in-order decode prefetch, and
+caption batches, side by side on a pool of compute streams.
 
 Images are keyed by their content digest, so an image with five captions is decoded and encoded
 once. Decoding runs at most `window` images ahead of the encoder, which bounds the memory held in
-preprocessed tensors (about 0.6 MB each at 224x224) while keeping the forward pass fed.
+preprocessed tensors (about 0.6 MB each at 224x224) while keeping the forward passes fed.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,22 +37,54 @@ def image_batch_encoder(encoder: Any) -> tuple[Callable[[Any], Any] | None, Batc
     return None, lambda xs: encoder.encode(xs)
 
 
-class ImageStage:
-    """Decode in a thread pool, in submission order, at most `window` images ahead; encode in
-    batches of `batch` on the calling thread. Results are reference-counted per digest."""
+class ComputePool:
+    """Model forward passes, image batches and caption batches alike, on `streams` threads in
+    submission order.
 
-    def __init__(self, build: Callable[[], tuple[Decoder, BatchEncode | None, int]], *,
-                 prefetch_batches: int, workers: int, times: StageTimes) -> None:
+    On CPU each stream runs single-threaded torch (`threads=1`): independent streams keep every
+    core busy without OpenMP barriers, which stall whenever another process (or our own decode
+    threads) takes a core; measured on 2 shared cores, two single-threaded streams beat one
+    two-threaded stream taking turns between images and captions. On a GPU there is one stream
+    and torch's threads are left alone.
+    """
+
+    def __init__(self, streams: int, threads: int | None) -> None:
+        self.streams, self.threads = streams, threads
+        self._previous = current_torch_threads() if threads is not None else None
+        self.pool = ThreadPoolExecutor(
+            max_workers=streams, thread_name_prefix="ingest-encode",
+            initializer=set_torch_threads if threads is not None else None,
+            initargs=(threads,) if threads is not None else ())
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        return self.pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        torch = sys.modules.get("torch")
+        if self._previous is not None and torch is not None:
+            torch.set_num_threads(self._previous)  # the default for threads started later
+
+
+class ImageStage:
+    """Decode in a thread pool, at most `window` images ahead, and encode in batches of `batch`
+    on the compute pool, in order. Results are reference-counted per image digest."""
+
+    def __init__(self, build: Callable[[], tuple[Decoder, BatchEncode | None, int]],
+                 compute: Callable[[], ComputePool], *, prefetch_batches: int, workers: int,
+                 times: StageTimes) -> None:
         """`build()` returns (decoder, batch encode or None for a dry run, batch size); it runs on
         the first image asked for, so a run whose pairs are all stored never loads the model."""
-        self._build, self.prefetch_batches, self.workers = build, prefetch_batches, workers
+        self._build, self._compute = build, compute
+        self.prefetch_batches, self.workers, self.times = prefetch_batches, workers, times
         self.decoder: Decoder | None = None
         self.encode: BatchEncode | None = None
         self.batch, self.window = 16, 16 * prefetch_batches
-        self.times = times
         self.pool: ThreadPoolExecutor | None = None
-        self.waiting: deque[tuple[str, bytes, str]] = deque()
-        self.inflight: deque[tuple[str, Future[Any]]] = deque()
+        self.waiting: deque[tuple[str, bytes, str]] = deque()  # not yet decoding
+        self.decoding: deque[tuple[str, Future[Any]]] = deque()  # decoding, in no batch yet
+        self.jobs: deque[tuple[list[str], Future[list[tuple[str, ImageResult]]]]] = deque()
+        self.outstanding = 0  # images decoding or in a batch not collected yet
         self.queued: set[str] = set()
         self.results: dict[str, ImageResult] = {}
         self.refs: Counter[str] = Counter()
@@ -59,9 +94,12 @@ class ImageStage:
         if self.pool is None:
             with self.times.time("setup"):
                 self.decoder, self.encode, self.batch = self._build()
-            self.window = self.batch * self.prefetch_batches
-            self.pool = ThreadPoolExecutor(max_workers=self.workers,
-                                           thread_name_prefix="ingest-decode")
+                compute = self._compute()
+            self.window = self.batch * max(self.prefetch_batches, compute.streams + 1)
+            self.pool = ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="ingest-decode",
+                initializer=set_torch_threads if compute.threads is not None else None,
+                initargs=(compute.threads,) if compute.threads is not None else ())
         return self.pool
 
     def _decode(self, data: bytes, ref: str) -> Any:
@@ -69,10 +107,34 @@ class ImageStage:
         with self.times.time("decode"):
             return self.decoder(data, ref)
 
+    def _encode_batch(self, items: list[tuple[str, Future[Any]]]) -> list[tuple[str, ImageResult]]:
+        """A compute-pool job: wait for the batch's decodes, encode the good ones."""
+        with self.times.time("decode_wait"):
+            decoded = [(digest, future.result()) for digest, future in items]
+        ok = [(d, x) for d, x in decoded if not isinstance(x, DecodeFailure)]
+        out: list[tuple[str, ImageResult]] = [(d, x) for d, x in decoded
+                                              if isinstance(x, DecodeFailure)]
+        if self.encode is None:
+            return out + [(d, None) for d, _ in ok]
+        if ok:
+            with self.times.time("encode_image"):
+                vectors = self.encode([x for _, x in ok])
+            out += [(d, v) for (d, _), v in zip(ok, vectors, strict=True)]
+        return out
+
+    def _dispatch(self, n: int) -> None:
+        items = [self.decoding.popleft() for _ in range(min(n, len(self.decoding)))]
+        if items:
+            job = self._compute().submit(self._encode_batch, items)
+            self.jobs.append(([d for d, _ in items], job))
+
     def _pump(self) -> None:
-        while self.waiting and len(self.inflight) < self.window:
+        while self.waiting and self.outstanding < self.window:
             digest, data, ref = self.waiting.popleft()
-            self.inflight.append((digest, self._start().submit(self._decode, data, ref)))
+            self.decoding.append((digest, self._start().submit(self._decode, data, ref)))
+            self.outstanding += 1
+        while len(self.decoding) >= self.batch:
+            self._dispatch(self.batch)
 
     def want(self, digest: str, data: bytes, ref: str) -> None:
         """Ask for an image's vector; decoding starts when the window has room."""
@@ -86,41 +148,33 @@ class ImageStage:
     @property
     def pending(self) -> int:
         """Images asked for and not encoded yet."""
-        return len(self.waiting) + len(self.inflight)
+        return len(self.waiting) + self.outstanding
 
-    def step(self) -> None:
-        """Encode the next batch at the head of the queue (waiting for its decodes)."""
-        self._pump()
-        head = [self.inflight.popleft() for _ in range(min(self.batch, len(self.inflight)))]
-        with self.times.time("decode_wait"):
-            decoded = [(digest, future.result()) for digest, future in head]
-        self._pump()  # refill the window before the forward pass occupies this thread
-        ok: list[tuple[str, Any]] = []
-        for digest, item in decoded:
+    def _collect(self) -> None:
+        """Results of the oldest batch (waiting for it), then room for more decoding."""
+        digests, job = self.jobs.popleft()
+        with self.times.time("encode_wait"):
+            results = job.result()
+        for digest, result in results:
+            self.results[digest] = result
             self.queued.discard(digest)
-            if isinstance(item, DecodeFailure):
-                self.results[digest] = item
-            else:
-                ok.append((digest, item))
-        if not ok:
-            return
-        if self.encode is None:
-            for digest, _ in ok:
-                self.results[digest] = None
-            return
-        with self.times.time("encode_image"):
-            vectors = self.encode([item for _, item in ok])
-        self.encoded += len(ok)
-        for (digest, _), vec in zip(ok, vectors, strict=True):
-            self.results[digest] = vec
+            self.encoded += isinstance(result, np.ndarray)
+        self.outstanding -= len(digests)
+        self._pump()
 
     def ensure(self, digests: Iterable[str]) -> None:
-        """Step until every digest has a result (they must have been asked for)."""
+        """Wait until every digest has a result (they must have been asked for); a partial batch
+        goes out only when nothing else is left to wait for."""
         for digest in digests:
             while digest not in self.results:
-                if not self.inflight and not self.waiting:
+                if self.jobs:
+                    self._collect()
+                elif self.decoding:
+                    self._dispatch(self.batch)
+                elif self.waiting:
+                    self._pump()
+                else:
                     raise RuntimeError(f"image {digest[:12]} was never asked for")
-                self.step()
 
     def result(self, digest: str) -> ImageResult:
         return self.results[digest]
@@ -138,13 +192,23 @@ class ImageStage:
             self.pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass
+class TextResult:
+    vectors: np.ndarray | None  # None in a dry run
+    tokens: list[int | None]  # tokens per caption, special tokens included (None: unknown)
+
+
 class TextStage:
-    """Caption vectors through the client, and which captions exceed the encoder's window.
+    """Caption vectors and token counts, as jobs on the compute pool.
 
-    The text encoder is loaded on first use (a run with nothing new never loads it)."""
+    Captions do not wait for images: a batch's captions are submitted as soon as its new pairs are
+    known, and run beside the image batches. The text encoder is loaded on first use (a run with
+    nothing new never loads it).
+    """
 
-    def __init__(self, client: Any, times: StageTimes) -> None:
-        self.client, self.times = client, times
+    def __init__(self, client: Any, compute: Callable[[], ComputePool], times: StageTimes, *,
+                 dry_run: bool) -> None:
+        self.client, self._compute, self.times, self.dry_run = client, compute, times, dry_run
         self._encoder: Any = None
 
     def _load(self) -> Any:
@@ -157,23 +221,38 @@ class TextStage:
     def max_tokens(self) -> int | None:
         return getattr(self._load(), "max_seq_length", None)
 
-    def token_counts(self, captions: list[str]) -> list[int | None]:
-        """Tokens per caption where the encoder can tell (special tokens included)."""
-        if not captions:
-            return []
-        count = getattr(self._load(), "count_tokens", None)
-        if count is None or self.max_tokens is None:
+    def submit(self, captions: list[str]) -> Future[TextResult]:
+        self._load()
+        return self._compute().submit(self._run, captions)
+
+    def _run(self, captions: list[str]) -> TextResult:
+        with self.times.time("encode_text"):
+            tokens = self._token_counts(captions)
+            if self.dry_run or not captions:
+                return TextResult(None, tokens)
+            return TextResult(self.client.encode_texts(captions), tokens)
+
+    def _token_counts(self, captions: list[str]) -> list[int | None]:
+        count = getattr(self._encoder, "count_tokens", None)
+        if not captions or count is None or self.max_tokens is None:
             return [None] * len(captions)
         quiet = logging.getLogger("transformers.tokenization_utils_base")
         level = quiet.level
         quiet.setLevel(logging.ERROR)  # counting long captions is the point: no warning about them
         try:
-            with self.times.time("encode_text"):
-                return list(count(captions))
+            return list(count(captions))
         finally:
             quiet.setLevel(level)
 
-    def encode(self, captions: list[str]) -> np.ndarray:
-        self._load()
-        with self.times.time("encode_text"):
-            return self.client.encode_texts(captions)
+
+def current_torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
+def set_torch_threads(n: int) -> None:
+    """Set the calling thread's torch intra-op threads (OpenMP keeps this per thread; threads
+    started later inherit the last value set); nothing when torch is not loaded."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != n:
+        torch.set_num_threads(n)

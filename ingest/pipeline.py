@@ -3,10 +3,11 @@
 A reader thread reads samples, loads their bytes and hashes each pair (`prepare`), handing batches
 over a bounded queue. The calling thread looks each batch up in the store (pairs already stored
 are skipped before any decoding, which makes a rerun or a resumed run cheap), asks the image stage
-for the images of new pairs (decoded in worker threads, a bounded window ahead), and finishes
-batches in order: image vectors, caption vectors, one `add_anchor_embeddings` call. Writes happen
-in input order, so an interrupted run leaves a prefix of whole batches (plus at most one pair
-half-written, which opening the store repairs) and the same command resumes where it stopped.
+for the images of new pairs (decoded in worker threads, a bounded window ahead) and submits the
+batch's captions; image batches and caption batches run side by side on the compute streams
+(`encode.ComputePool`). Batches are finished in input order: image vectors, caption vectors, one
+`add_anchor_embeddings` call. So an interrupted run leaves a prefix of whole batches (plus at most
+one batch half-written, which opening the store repairs) and the same command resumes after it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ from asif_vdb.errors import InputError
 
 from .config import IngestConfig
 from .decode import DecodeFailure, Decoder
-from .encode import ImageStage, TextStage, image_batch_encoder
+from .encode import ComputePool, ImageStage, TextResult, TextStage, image_batch_encoder
 from .prepare import Pair, Preparer
 from .readers import Reader, TableReader, WebDatasetReader, detect_format, open_reader
 from .report import IngestSummary, SkipReport, StageTimes
@@ -48,10 +50,11 @@ class ReadBatch:
 
 @dataclass
 class WorkBatch:
-    """New pairs of one read batch, waiting for their image vectors."""
+    """New pairs of one read batch, waiting for their image and caption vectors."""
 
     pairs: list[Pair]
     items: int
+    text: Future[TextResult] | None = None
 
     @property
     def digests(self) -> list[str]:
@@ -160,6 +163,8 @@ class Pipeline:
                                      dry_run=config.dry_run, report=config.report)
         self.report = SkipReport(config.report)
         self.seen: dict[bytes, str] = {}  # pair hash (first 16 bytes) -> first key, this run
+        self._creating: tuple[threading.Thread, list[BaseException]] | None = None
+        self._compute_pool: ComputePool | None = None
 
     # -- stages on the calling thread ----------------------------------------------------------
     def _admit(self, batch: ReadBatch, stage: ImageStage, store_had_pairs: bool) -> WorkBatch:
@@ -189,28 +194,37 @@ class Pipeline:
                 stage.want(p.image_digest, p.image_bytes, p.sample.image_ref)
         return WorkBatch(new, batch.items)
 
+    def _submit_text(self, work: WorkBatch, text: TextStage) -> None:
+        if work.pairs:
+            work.text = text.submit([p.caption for p in work.pairs])
+
     def _finish(self, work: WorkBatch, stage: ImageStage, text: TextStage, bar: Any) -> None:
         """Image vectors (waiting for them), caption vectors, then one write."""
         stage.ensure(work.digests)
-        good: list[Pair] = []
+        captions = TextResult(None, [])
+        if work.text is not None:
+            with self.times.time("encode_wait"):
+                captions = work.text.result()
+        good: list[int] = []
         vectors: list[Any] = []
-        for p in work.pairs:
+        for row, p in enumerate(work.pairs):
             result = stage.result(p.image_digest)
             if isinstance(result, DecodeFailure):
                 self.report.skip(Skipped(p.sample.key, result.reason, result.detail), "decode")
-            else:
-                good.append(p)
-                vectors.append(result)
-        captions = [p.caption for p in good]
-        for p, n in zip(good, text.token_counts(captions), strict=True):
-            if n is not None and text.max_tokens is not None and n > text.max_tokens:
+                continue
+            good.append(row)
+            vectors.append(result)
+            n, limit = captions.tokens[row], text.max_tokens
+            if n is not None and limit is not None and n > limit:
                 self.report.note(p.sample.key, "caption_truncated",
-                                 f"{n} tokens; the text encoder reads the first {text.max_tokens}")
-        if good and not self.config.dry_run:
-            text_vectors = text.encode(captions)
+                                 f"{n} tokens; the text encoder reads the first {limit}")
+        if good and captions.vectors is not None:
+            pairs = [work.pairs[r] for r in good]
+            text_vectors = captions.vectors[good]
             with self.times.time("write"):
-                for source, rows in _by_source(good).items():
-                    write_pairs(self.client, [good[i] for i in rows],
+                self._store_ready()
+                for source, rows in _by_source(pairs).items():
+                    write_pairs(self.client, [pairs[i] for i in rows],
                                 np.stack([vectors[i] for i in rows]), text_vectors[rows], source)
         self.summary.ingested += len(good)
         stage.release(work.digests)
@@ -229,14 +243,56 @@ class Pipeline:
         batch = cfg.image_batch or getattr(encoder, "batch_size", None) or 16
         return Decoder(transform, min_side=cfg.min_side, max_pixels=cfg.max_pixels), encode, batch
 
+    def _compute(self) -> ComputePool:
+        """The pool that runs forward passes, made on first use (the encoders are loaded then)."""
+        if self._compute_pool is None:
+            streams, threads = 1, None
+            device = "cpu" if self.config.dry_run else \
+                str(getattr(self.client.encoder("image"), "device", "cpu"))
+            if device == "cpu" and not self.config.dry_run:
+                import torch
+
+                streams = self.config.streams or int(torch.get_num_threads())
+                threads = 1 if streams > 1 else None
+            self._compute_pool = ComputePool(streams, threads)
+        return self._compute_pool
+
+    def _create_store(self) -> None:
+        """A new store's collections take about a second to create (mostly fsync): do it in the
+        background while the first images decode and encode; the first write waits for it."""
+        self.client.encoder("image")  # loaded here, not raced by the store's own first use
+        self.client.encoder("text")
+        errors: list[BaseException] = []
+
+        def create() -> None:
+            try:
+                self.client.index  # noqa: B018 - the property creates the collections and config
+            except BaseException as e:  # re-raised by the first write
+                errors.append(e)
+
+        thread = threading.Thread(target=create, name="ingest-create-store", daemon=True)
+        thread.start()
+        self._creating = (thread, errors)
+
+    def _store_ready(self) -> None:
+        if self._creating is not None:
+            thread, errors = self._creating
+            thread.join()
+            self._creating = None
+            if errors:
+                raise errors[0]
+
     # -- the run --------------------------------------------------------------------------------
     def run(self) -> IngestSummary:
         cfg, t_start = self.config, time.perf_counter()
         with self.times.time("setup"):
-            text = TextStage(self.client, self.times)
-            stage = ImageStage(self._build_images, prefetch_batches=cfg.prefetch_batches,
-                               workers=cfg.workers, times=self.times)
+            text = TextStage(self.client, self._compute, self.times, dry_run=cfg.dry_run)
+            stage = ImageStage(self._build_images, self._compute,
+                               prefetch_batches=cfg.prefetch_batches, workers=cfg.workers,
+                               times=self.times)
             store_had_pairs = self.client.count() > 0
+            if not cfg.dry_run and self.client.info().get("new"):
+                self._create_store()
             repair = getattr(self.client, "last_repair", None) or {}
             if any(repair.values()):
                 done, undone = len(repair.get("completed", [])), len(repair.get("rolled_back", []))
@@ -262,6 +318,7 @@ class Pipeline:
                             raise item.error
                         break
                     pending.append(self._admit(item, stage, store_had_pairs))
+                    self._submit_text(pending[-1], text)
                     while pending and all(d in stage.results for d in pending[0].digests):
                         self._finish(pending.popleft(), stage, text, bar)
                 if not pending:
@@ -269,7 +326,11 @@ class Pipeline:
                 self._finish(pending.popleft(), stage, text, bar)
         finally:
             stop.set()
+            if self._creating is not None:
+                self._creating[0].join()
             stage.close()
+            if self._compute_pool is not None:
+                self._compute_pool.close()
             bar.close()
             self.report.close()
             thread.join(timeout=5)

@@ -15,7 +15,7 @@ from .sample import Skipped
 
 #: Stages in pipeline order; thread-pool stages add up worker time (can exceed the wall time).
 STAGES = ("setup", "read", "hash", "lookup", "decode", "decode_wait", "encode_image", "encode_text",
-          "write")
+          "encode_wait", "write")
 
 
 class StageTimes:

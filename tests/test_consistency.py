@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_refresh import DI, DT, add, anchor_ids, assert_fresh, make_store, put_sets, unit
 
 from asif_vdb.client import AsifClient
 from asif_vdb.config import LabelSetInfo
 from asif_vdb.errors import StoreError
 from asif_vdb.index import ANCHORS, CANDIDATES
 from asif_vdb.store.base import Filter
-from test_refresh import DI, DT, add, anchor_ids, assert_fresh, make_store, put_sets, unit
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent

@@ -205,11 +205,15 @@ def test_webdataset_shards_and_unsafe_members(client, tmp_path) -> None:
         ("../up.jpg", distinct(91)), ("../up.txt", b"dot dot"),
         ("ok.jpg", distinct(92)), ("ok.txt", b"the safe one"),
     ])
+    members = [(f"t{i}.{ext}", data) for i in range(3)
+               for ext, data in (("jpg", distinct(50 + i)), ("txt", b"truncated"))]
+    whole = make_shard(tmp_path / "whole.tar", members).read_bytes()
+    (shards / "00003.tar").write_bytes(whole[:2560 + 512 + 300])  # cut inside t1.jpg's data
     report = tmp_path / "r.jsonl"
-    s = ingest(client, shards / "{00000..00002}.tar", report=report)
-    assert s.format == "webdataset" and s.ingested == 7
+    s = ingest(client, shards / "{00000..00003}.tar", report=report)
+    assert s.format == "webdataset" and s.ingested == 8  # 6 + ok + the first whole sample of 00003
     skipped, _ = report_reasons(report)
-    assert skipped == Counter(unsafe_path=4)
+    assert skipped == Counter(unsafe_path=4, bad_shard=1, missing_image=1)
     texts = store_state(client)["text"].values()
     payload = next(p for p in texts if p["caption"] == "shard 1 item 2")
     assert payload["url"] == "http://x/10002" and payload["image"].endswith("00001.tar::10002.jpg")
@@ -277,6 +281,32 @@ def test_every_bad_input_is_skipped_with_its_reason(client, tmp_path) -> None:
     skipped2, _ = report_reasons(report)
     assert s2.ingested == 0
     assert skipped2 == expected - Counter(duplicate=2) + Counter(already_stored=9)
+
+
+def test_a_reader_failing_mid_stream_ends_the_input_not_the_run(client, tmp_path,
+                                                                monkeypatch) -> None:
+    import ingest.pipeline as pipeline
+    from ingest.sample import Sample
+
+    image = tmp_path / "a.jpg"
+    image.write_bytes(distinct(5))
+
+    class Failing:
+        source = "failing"
+
+        def estimate(self) -> int:
+            return 3
+
+        def __iter__(self):
+            yield Sample("k0", str(image), "first", image_path=str(image), source="failing")
+            yield Sample("k1", str(image), "second", image_path=str(image), source="failing")
+            raise OSError("disk went away")
+
+    monkeypatch.setattr(pipeline, "open_reader", lambda *a, **k: Failing())
+    report = tmp_path / "r.jsonl"
+    s = ingest(client, tmp_path, report=report, format="table")
+    assert s.ingested == 2 and s.skipped == {"read_error": 1}
+    assert "disk went away" in report.read_text()
 
 
 def test_decoder_pixel_limit_and_min_side() -> None:

@@ -6,11 +6,11 @@ encoder identities, then reopened through AsifClient, which then never needs an 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,9 +99,13 @@ def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
             lst = refresh.decode_state(pt.sparse.get("rel"), pt.sparse.get("state"), p)
             assert lst is not None
             assert min(k, len(true)) <= len(lst) <= K
-            assert lst.ids.tolist() == true.ids[: len(lst)].tolist()
+            # the same anchors as the true ranking's head, with the same similarities; their order
+            # inside the list may differ only between near-equal values (settled when it matters)
+            assert sorted(lst.ids.tolist()) == sorted(true.ids[: len(lst)].tolist())
+            truth_sims = dict(zip(true.ids.tolist(), true.sims.tolist()))
+            np.testing.assert_allclose(lst.sims, [truth_sims[i] for i in lst.ids.tolist()], atol=1e-6)
+            assert np.all(np.diff(lst.sims) <= refresh.EPS)
             assert not lst.full or len(lst) == len(true)  # complete means nothing positive is missing
-            np.testing.assert_allclose(lst.sims, true.sims[: len(lst)], atol=1e-6)
 
 
 OPS = st.lists(
@@ -116,7 +120,7 @@ OPS = st.lists(
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("ASIF_HYPOTHESIS_EXAMPLES", "25")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(k=st.integers(1, 6), p=st.sampled_from([0.5, 1.0, 2.0]), n0=st.integers(0, 25),
        n_text=st.integers(0, 12), n_image=st.integers(0, 8), ops=OPS, seed=st.integers(0, 2**31))
 def test_any_sequence_of_updates_equals_a_rebuild(k, p, n0, n_text, n_image, ops, seed) -> None:

@@ -1,0 +1,328 @@
+"""The methods of methods.py on a store: fitted transforms kept with the data, hub statistics.
+
+Transforms. ``set_transforms`` fits each modality's transform on the visible anchors, stores its
+arrays in the ``transform`` collection (one point per matrix row, one for the mean) and its record
+in the config, rewrites every anchor vector and recomputes every candidate. From then on the
+transform is fixed: anchors added later are transformed with it (it is not refitted behind the
+user's back); calling ``set_transforms`` again refits it explicitly. ``install`` puts the
+TransformedBackend view in front of the index's backend when a store is opened.
+
+Hub statistics. A label set (or gallery) with ``normalise="hub"`` keeps, per candidate, the mean and
+spread of its scores against a reference sample of anchors of the query modality (images for a
+label set), computed through the store like any query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from asif_vdb import methods, relative
+from asif_vdb.config import TransformInfo
+from asif_vdb.errors import InputError, StoreError
+from asif_vdb.store.base import CollectionSpec, Filter, PointData
+from asif_vdb.store.transformed import TransformedBackend
+
+if TYPE_CHECKING:
+    from asif_vdb.index import AsifIndex, Modality
+
+TRANSFORM = "transform"
+#: Point id of row 0 of each modality's matrix in the transform collection; the mean follows the rows.
+BASE = {"image": 0, "text": 1 << 20}
+BATCH = 512
+MODALITIES = ("image", "text")
+
+
+# -- transforms ---------------------------------------------------------------------------------------
+def install(index: AsifIndex) -> None:
+    """Load the store's transforms (if any) and put the transforming view in front of its backend."""
+    from asif_vdb.index import ANCHORS
+
+    raw = getattr(index, "raw_backend", index.backend)
+    index.raw_backend = raw  # type: ignore[attr-defined]
+    loaded = {m: load(index, m, info) for m, info in index.config.transforms.items()}
+    index.transforms = loaded  # type: ignore[attr-defined]
+    index.backend = TransformedBackend(raw, {ANCHORS[m]: t for m, t in loaded.items()}) if loaded else raw
+
+
+def embed(index: AsifIndex, vectors: np.ndarray, modality: Modality) -> np.ndarray:
+    """Vectors as the anchor search sees them: transformed when the store has a transform."""
+    t = getattr(index, "transforms", {}).get(modality)
+    return vectors if t is None else t.apply(vectors)
+
+
+def _spec(index: AsifIndex) -> CollectionSpec:
+    return CollectionSpec(TRANSFORM, dense={m: index.dims[m] for m in MODALITIES})
+
+
+def load(index: AsifIndex, modality: Modality, info: TransformInfo) -> methods.Transform:
+    raw = index.raw_backend  # type: ignore[attr-defined]
+    d = index.dims[modality]
+    if not raw.has_collection(TRANSFORM):
+        raise StoreError(f"store {raw.location} records a {modality} transform but has no transform collection")
+    raw.ensure_collection(_spec(index))
+    ids = list(range(BASE[modality], BASE[modality] + d + 1))
+    got = {p.id: p.dense[modality] for p in raw.retrieve(TRANSFORM, ids, False, (modality,)) if modality in p.dense}
+    if len(got) != d + 1:
+        raise StoreError(f"store {raw.location}: the {modality} transform is incomplete ({len(got)} of {d + 1} rows)")
+    matrix = np.stack([got[BASE[modality] + i] for i in range(d)]).astype(np.float64)
+    t = methods.Transform(info.power, np.asarray(got[BASE[modality] + d], np.float64), matrix)
+    if t.checksum() != info.checksum:
+        raise StoreError(f"store {raw.location}: the stored {modality} transform does not match its record")
+    return t
+
+
+def _as32(t: methods.Transform) -> methods.Transform:
+    """The transform exactly as it reads back from the store (float32 arrays)."""
+    return methods.Transform(t.power, t.mean.astype(np.float32).astype(np.float64),
+                             t.matrix.astype(np.float32).astype(np.float64))
+
+
+def _save(index: AsifIndex, modality: Modality, t: methods.Transform) -> None:
+    raw = index.raw_backend  # type: ignore[attr-defined]
+    raw.ensure_collection(_spec(index))
+    d = index.dims[modality]
+    rows = [*t.matrix, t.mean]
+    points = [PointData(BASE[modality] + i, payload={"modality": modality, "row": i},
+                        dense={modality: np.asarray(r, np.float32)}) for i, r in enumerate(rows)]
+    for start in range(0, d + 1, BATCH):
+        raw.upsert(TRANSFORM, points[start : start + BATCH])
+
+
+def _visible_anchors(index: AsifIndex, modality: Modality) -> tuple[list[int], np.ndarray]:
+    from asif_vdb.index import ANCHORS, VISIBLE
+
+    ids: list[int] = []
+    vecs: list[np.ndarray] = []
+    for batch in index.backend.scroll(ANCHORS[modality], VISIBLE, with_payload=False, vectors=("v",)):
+        ids.extend(p.id for p in batch)
+        vecs.extend(p.dense["v"] for p in batch)
+    return ids, (np.stack(vecs).astype(np.float32) if vecs else np.zeros((0, index.dims[modality]), np.float32))
+
+
+def set_transforms(index: AsifIndex, options: dict[str, dict[str, Any] | None]) -> dict[str, TransformInfo]:
+    """Fit (or remove, with None) the transform of each modality named in ``options`` on the
+    visible anchors, rewrite the anchors and recompute every candidate. Returns the records."""
+    from asif_vdb.index import ANCHORS
+
+    if index.config.journal:
+        raise StoreError(f"store {index.backend.location} has an unfinished anchor update: repair it first")
+    unknown = set(options) - set(MODALITIES)
+    if unknown:
+        raise InputError(f"transforms are for 'image' and 'text', not {sorted(unknown)}")
+    anchors = {m: _visible_anchors(index, m) for m in options}  # raw, read through the current view
+    fitted: dict[str, methods.Transform | None] = {}
+    records: dict[str, TransformInfo] = {}
+    for m, opts in options.items():
+        if opts is None:
+            fitted[m] = None
+            continue
+        info = TransformInfo(**{k: v for k, v in opts.items() if k in ("power", "centre", "whiten")})
+        extra = set(opts) - {"power", "centre", "whiten"}
+        if extra:
+            raise InputError(f"unknown transform options {sorted(extra)} (known: power, centre, whiten)")
+        if len(anchors[m][0]) < 2:
+            raise InputError(f"fitting the {m} transform needs at least 2 anchors; the store has {len(anchors[m][0])}")
+        t = _as32(methods.fit_transform(anchors[m][1], info.power, info.centre, info.whiten))
+        fitted[m] = t
+        records[m] = info.model_copy(update={"anchors": len(anchors[m][0]), "checksum": t.checksum()})
+    for m, t in fitted.items():
+        if t is not None:
+            _save(index, m, t)
+            index.config.transforms[m] = records[m]
+        else:
+            index.config.transforms.pop(m, None)
+    index.save()
+    install(index)
+    for m in options:  # rewrite through the new view: each anchor's raw vector, transformed anew
+        ids, vecs = anchors[m]
+        for start in range(0, len(ids), BATCH):
+            index.backend.update_vectors(ANCHORS[m], [
+                PointData(int(i), dense={"v": v}) for i, v in zip(ids[start : start + BATCH], vecs[start : start + BATCH])
+            ])
+    recompute_candidates(index)
+    return dict(index.config.transforms)
+
+
+def recompute_candidates(index: AsifIndex) -> None:
+    """Every stored candidate's relative vector again from its stored embedding (after the anchor
+    space changed as a whole); the anchors' own galleries are dropped and rebuild on next use."""
+    from asif_vdb.index import CANDIDATES
+
+    index._refresh_cache = None  # type: ignore[attr-defined]
+    groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray], list[dict[str, Any]]]] = {}
+    for batch in index.backend.scroll(CANDIDATES, None, with_payload=True, vectors=MODALITIES):
+        for p in batch:
+            m = next((v for v in MODALITIES if v in p.dense), None)
+            if m is None:
+                continue
+            ids, vecs, payloads = groups.setdefault((str(p.payload.get("set", "")), m), ([], [], []))
+            ids.append(p.id)
+            vecs.append(p.dense[m])
+            payloads.append({k: v for k, v in p.payload.items() if k != "set"})
+    for (key, m), (ids, vecs, payloads) in groups.items():
+        if key.startswith("gallery:anchors:"):
+            name = key.split(":", 1)[1]
+            index.drop_set(key)
+            index.config.galleries.pop(name, None)
+            continue
+        for start in range(0, len(ids), BATCH):
+            sl = slice(start, start + BATCH)
+            index.put_candidates(key, ids[sl], np.stack(vecs[sl]), m, payloads[sl])  # type: ignore[arg-type]
+    refresh_hub_statistics(index)
+    index.save()
+
+
+# -- hub statistics -------------------------------------------------------------------------------------
+def reference_relatives(index: AsifIndex, modality: Modality) -> sp.csr_matrix:
+    """Relative vectors of the reference sample: up to HUB_REFERENCE visible anchors of ``modality``,
+    evenly spaced by id, each queried through the store like any embedding."""
+    from asif_vdb.index import ANCHORS
+
+    ids = methods.reference_sample(np.asarray(index.anchor_ids_where(ok=1), np.int64))
+    if not len(ids):
+        raise InputError("hub normalisation needs anchors: the store has none")
+    points = {p.id: p.dense["v"] for p in index.backend.retrieve(ANCHORS[modality], [int(i) for i in ids], False, ("v",))}
+    vecs = np.stack([points[int(i)] for i in ids if int(i) in points])
+    return index.relative(vecs, modality)
+
+
+def candidate_statistics(index: AsifIndex, rel: sp.csr_matrix, query_modality: Modality,
+                         reference: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of each candidate's score (rows of ``rel``) over the reference queries."""
+    ref = reference_relatives(index, query_modality) if reference is None else reference
+    return methods.hub_statistics(relative.scores(ref, rel))
+
+
+def label_set_statistics(index: AsifIndex, info: Any, reference: sp.csr_matrix | None = None) -> None:
+    """Fill ``info.hub_mean`` / ``info.hub_std`` from the set's stored prompt relative vectors."""
+    ids = list(range(info.first_id, info.first_id + info.n_candidates))
+    rels = index.candidate_relatives(ids)
+    missing = [i for i in ids if i not in rels]
+    if missing:
+        raise StoreError(f"label set {info.name!r}: {len(missing)} prompts are missing from the store")
+    rel = relative.from_pairs([rels[i] for i in ids], index.n_coords)
+    mean, std = candidate_statistics(index, rel, "image", reference)
+    info.hub_mean, info.hub_std = [float(x) for x in mean], [float(x) for x in std]
+
+
+def refresh_hub_statistics(index: AsifIndex) -> None:
+    """Recompute the statistics of every hub-normalised label set and gallery (after the anchors
+    changed, since both the reference queries and the candidates' relative vectors moved)."""
+    sets = [i for i in index.config.label_sets.values() if i.normalise == "hub"]
+    galleries = [g for g in index.config.galleries.values() if g.normalise == "hub"]
+    if not (sets or galleries) or index.anchor_count() == 0:
+        return
+    references: dict[str, sp.csr_matrix] = {}
+
+    def ref(modality: Modality) -> sp.csr_matrix:
+        if modality not in references:
+            references[modality] = reference_relatives(index, modality)
+        return references[modality]
+
+    for info in sets:
+        label_set_statistics(index, info, ref("image"))
+    for g in galleries:
+        if g.stale:  # its relative vectors are recomputed first, or the statistics would be stale
+            from asif_vdb import gallery
+
+            gallery.recompute(index, g)
+        other: Modality = "text" if g.modality == "image" else "image"
+        gallery_statistics(index, g.name, other, ref(other))
+    index.save()
+
+
+def after_anchor_change(index: AsifIndex, report: Any) -> None:
+    """Hook run by the client after anchors were added or deleted and candidates refreshed."""
+    if report is not None and getattr(report, "candidates", 0) > 0:
+        refresh_hub_statistics(index)
+
+
+def normalise_prompt_scores(per_prompt: np.ndarray, info: Any) -> np.ndarray:
+    """Hub-normalised (n_queries, n_candidates) prompt scores of a label set (unchanged if "none").
+    A query that shares no anchor with any prompt keeps all-zero scores, so it is still "unknown"."""
+    if getattr(info, "normalise", "none") != "hub":
+        return per_prompt
+    if info.hub_mean is None or info.hub_std is None or len(info.hub_mean) != per_prompt.shape[1]:
+        raise StoreError(f"label set {info.name!r} is hub-normalised but has no statistics: rebuild it")
+    return methods.hub_normalise_rows(per_prompt, np.asarray(info.hub_mean), np.asarray(info.hub_std))
+
+
+def gallery_statistics(index: AsifIndex, name: str, query_modality: Modality,
+                       reference: sp.csr_matrix | None = None) -> int:
+    """Store each item's (mean, std) in its payload (``hub``); returns how many items."""
+    from asif_vdb.index import CANDIDATES
+
+    key = f"gallery:{name}"
+    ids = [p.id for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=False) for p in batch]
+    if not ids:
+        return 0
+    ref = reference_relatives(index, query_modality) if reference is None else reference
+    for start in range(0, len(ids), BATCH):
+        chunk = ids[start : start + BATCH]
+        rels = index.candidate_relatives(chunk)
+        rel = relative.from_pairs([rels[i] for i in chunk], index.n_coords)
+        mean, std = candidate_statistics(index, rel, query_modality, ref)
+        for i, mu, sd in zip(chunk, mean, std):
+            index.backend.set_payload(CANDIDATES, [int(i)], {"hub": [float(mu), float(sd)]})
+    return len(ids)
+
+
+def hub_rerank(scores: Sequence[float], payloads: Sequence[dict[str, Any]]) -> np.ndarray:
+    """Hub-normalised scores of gallery hits from their payload statistics."""
+    stats = np.asarray([p.get("hub", [0.0, 1.0]) for p in payloads], np.float64).reshape(-1, 2)
+    return methods.hub_normalise(np.asarray(scores, np.float64)[None, :], stats[:, 0], stats[:, 1])[0]
+
+
+def rank_gallery(index: AsifIndex, info: Any, queries: sp.csr_matrix, top: int) -> list[list[Any]]:
+    """``gallery.rank`` for a hub-normalised gallery: every item's score (zero where a query shares
+    no anchor with it) normalised by its stored statistics, best first. Exact, at the cost of one
+    pass over the gallery's payloads per call."""
+    from asif_vdb.index import CANDIDATES
+    from asif_vdb.results import SearchHit
+
+    key = f"gallery:{info.name}"
+    items = [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True) for p in batch]
+    if not items:
+        return [[] for _ in range(queries.shape[0])]
+    if any("hub" not in p.payload for p in items):
+        other: Modality = "text" if info.modality == "image" else "image"
+        gallery_statistics(index, info.name, other)
+        items = [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True)
+                 for p in batch]
+    row_of = {p.id: j for j, p in enumerate(items)}
+    stats = np.asarray([p.payload["hub"] for p in items], np.float64)
+    hits = index.backend.search_sparse(CANDIDATES, "rel", relative.to_pairs(queries), len(items), Filter.where(set=key))
+    raw = np.zeros((len(hits), len(items)))
+    for r, h in enumerate(hits):
+        raw[r, [row_of[int(i)] for i in h.ids]] = h.scores
+    z = methods.hub_normalise_rows(raw, stats[:, 0], stats[:, 1])
+    out = []
+    for r in range(len(hits)):
+        order = np.argsort(-z[r], kind="stable")[: int(top)]
+        out.append([SearchHit(int(items[j].id), float(z[r, j]),
+                              {k: v for k, v in items[j].payload.items() if k not in ("set", "hub")})
+                    for j in order if raw[r].any()])
+    return out
+
+
+def set_gallery_normalise(index: AsifIndex, name: str, normalise: str) -> Any:
+    """Turn hub normalisation of a user gallery on (computing its statistics) or off."""
+    from asif_vdb import gallery
+
+    if normalise not in ("none", "hub"):
+        raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
+    if gallery.is_anchors_gallery(name):
+        raise InputError("the anchors gallery cannot be hub-normalised; index the items as a gallery of your own")
+    info = gallery.get(index, name)
+    if info.stale:
+        gallery.recompute(index, info)
+    info.normalise = normalise  # type: ignore[assignment]
+    if normalise == "hub":
+        other: Modality = "text" if info.modality == "image" else "image"
+        gallery_statistics(index, name, other)
+    index.save()
+    return info

@@ -1,0 +1,218 @@
+"""Methods beyond plain ASIF (issue 4B): each option through the store equals its dense computation,
+and the options survive reopening a store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asif_vdb import methods, relative
+from asif_vdb.client import AsifClient
+from asif_vdb.config import AsifParams
+from asif_vdb.errors import InputError
+
+K, P = 12, 2.0
+PARAMS = AsifParams(k=K, p=P)
+IMAGE_T = {"power": 0.5, "whiten": 3.0}
+TEXT_T = {"whiten": 1.0}
+CLASSES = ["dog", "cat", "bird", "ship"]
+
+
+def structured(rng: np.random.Generator, n: int, d: int, offset: float = 2.0) -> np.ndarray:
+    """Unit rows sharing a common direction (as real embeddings do), non-negative like pooled CNN
+    features when ``offset`` is large, so that centring and whitening change neighbours."""
+    common = np.abs(rng.standard_normal(d))
+    x = np.abs(rng.standard_normal((n, d)) * rng.uniform(0.2, 3.0, d)) + offset * common / np.linalg.norm(common)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def anchor_data(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    rng = np.random.default_rng(seed)
+    return structured(rng, n, 1280), structured(rng, n, 384), [{"caption": f"pair {i}"} for i in range(n)]
+
+
+def fitted(vectors: np.ndarray, opts: dict) -> methods.Transform:
+    """The transform a store fits, as it reads back (float32 arrays)."""
+    t = methods.fit_transform(vectors, opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
+    return methods.Transform(t.power, t.mean.astype(np.float32).astype(np.float64),
+                             t.matrix.astype(np.float32).astype(np.float64))
+
+
+def dense_rel(queries, anchors, t: methods.Transform | None):
+    if t is not None:
+        queries, anchors = t.apply(queries), t.apply(anchors)
+    return relative.dense_relative(queries, anchors, K, P)
+
+
+def dense_class_scores(client, img, txt, ti, tt, queries, hub: bool, aggregate: str = "max"):
+    prompts = client.encode_texts([f"a photo of a {c}." for c in CLASSES])
+    cand = dense_rel(prompts, txt, tt)
+    s = relative.scores(dense_rel(queries, img, ti), cand)
+    if hub:
+        ref_ids = methods.reference_sample(np.arange(len(img)))
+        mean, std = methods.hub_statistics(relative.scores(dense_rel(img[ref_ids], img, ti), cand))
+        s = methods.hub_normalise_rows(s, mean, std)
+    return s  # one template: pooling is the identity
+
+
+# -- pure maths ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("opts", [{"power": 1.0, "centre": True}, {"power": 0.5, "whiten": 3.0}, {"whiten": 0.5}])
+def test_transform_inverts(opts) -> None:
+    rng = np.random.default_rng(1)
+    x = structured(rng, 200, 64)
+    t = methods.fit_transform(x[:150], opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
+    y = t.apply(x)
+    np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(t.invert(y), x, atol=2e-4)
+
+
+def test_whitening_decorrelates_and_centring_removes_the_mean() -> None:
+    rng = np.random.default_rng(2)
+    x = structured(rng, 2000, 16)
+    t = methods.fit_transform(x, whiten=1e-9)  # (almost) no shrinkage: full whitening
+    z = (methods.signed_power(x, 1.0) - t.mean) @ t.matrix
+    np.testing.assert_allclose(np.cov(z.T, bias=True), np.eye(16), atol=1e-3)
+    c = methods.fit_transform(x)  # centring only
+    assert np.abs(c.apply(x).mean(axis=0)).max() < np.abs(x.mean(axis=0)).max() / 5
+
+
+def test_hub_normalisation_and_reference_sample() -> None:
+    s = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    mean, std = methods.hub_statistics(s[:2])
+    np.testing.assert_allclose(mean, [2.0, 0.0, 2.0])
+    np.testing.assert_allclose(std, [1.0, methods.MIN_STD, methods.MIN_STD])
+    z = methods.hub_normalise_rows(s, mean, std)
+    np.testing.assert_allclose(z[0], [-1.0, 0.0, 0.0])
+    np.testing.assert_allclose(z[2], 0.0)  # no evidence: stays zero ("unknown")
+    ids = methods.reference_sample(np.arange(10, 30), 4)
+    assert list(ids) == [10, 15, 20, 25]
+    assert list(methods.reference_sample([3, 1, 2], 10)) == [1, 2, 3]
+
+
+def test_bad_options() -> None:
+    with pytest.raises(InputError):
+        methods.fit_transform(np.ones((1, 4)))
+    with pytest.raises(InputError):
+        methods.fit_transform(np.eye(4), power=0)
+    with AsifClient(location=":memory:", params=PARAMS) as client:
+        img, txt, pay = anchor_data(10)
+        client.add_anchor_embeddings(img, txt, pay)
+        with pytest.raises(InputError, match="unknown transform options"):
+            client.set_transform(image={"shrink": 3})
+        with pytest.raises(InputError, match="normalise"):
+            client.create_label_set("x", CLASSES, normalise="zscore")  # type: ignore[arg-type]
+
+
+# -- through the store --------------------------------------------------------------------------------
+def test_transform_and_hub_equal_dense() -> None:
+    img, txt, pay = anchor_data()
+    rng = np.random.default_rng(5)
+    queries = structured(rng, 15, 1280)
+    with AsifClient(location=":memory:", params=PARAMS) as client:
+        client.add_anchor_embeddings(img, txt, pay)
+        plain = client.index.relative(queries, "image")
+        np.testing.assert_allclose(plain.toarray(), dense_rel(queries, img, None).toarray(), atol=1e-6)
+        client.create_label_set("plain", CLASSES)
+        client.create_label_set("hub", CLASSES, normalise="hub")
+        info = client.set_transform(image=IMAGE_T, text=TEXT_T)
+        assert info["image"]["whiten"] == 3.0 and info["image"]["anchors"] == 60
+        ti, tt = fitted(img, IMAGE_T), fitted(txt, TEXT_T)
+        got = client.index.relative(queries, "image")
+        want = dense_rel(queries, img, ti)
+        assert (got != 0).toarray().tolist() == (want != 0).toarray().tolist()
+        np.testing.assert_allclose(got.toarray(), want.toarray(), atol=1e-5)
+        assert not np.allclose(got.toarray(), plain.toarray())  # the transform changed neighbours
+        # label sets built before the transform were recomputed with it
+        np.testing.assert_allclose(client.class_scores(queries, "plain"),
+                                   dense_class_scores(client, img, txt, ti, tt, queries, hub=False), atol=1e-5)
+        hub = client.class_scores(queries, "hub")
+        np.testing.assert_allclose(hub, dense_class_scores(client, img, txt, ti, tt, queries, hub=True), atol=1e-4)
+        assert not np.allclose(hub, client.class_scores(queries, "plain"))
+        # reading anchors back gives the raw vectors
+        got_img = client.index.backend.retrieve("anchor_image", [0, 1], False, ("v",))
+        np.testing.assert_allclose(np.stack([p.dense["v"] for p in got_img]), img[:2], atol=2e-4)
+
+
+def test_gallery_hub_equals_dense() -> None:
+    img, txt, pay = anchor_data()
+    rng = np.random.default_rng(6)
+    items, queries = structured(rng, 30, 1280), structured(rng, 5, 384)
+    with AsifClient(location=":memory:", params=PARAMS) as client:
+        client.add_anchor_embeddings(img, txt, pay)
+        client.set_transform(image=IMAGE_T, text=TEXT_T)
+        ids = client.index_gallery_embeddings("pics", items, "image")
+        client.normalise_gallery("pics", "hub")
+        ti, tt = fitted(img, IMAGE_T), fitted(txt, TEXT_T)
+        item_rel = dense_rel(items, img, ti)
+        s = relative.scores(dense_rel(queries, txt, tt), item_rel)
+        ref = methods.reference_sample(np.arange(len(txt)))
+        mean, std = methods.hub_statistics(relative.scores(dense_rel(txt[ref], txt, tt), item_rel))
+        z = methods.hub_normalise_rows(s, mean, std)
+        hits = client.search_embeddings(queries, "text", "pics", top=7)
+        for row, h in enumerate(hits):
+            want = np.argsort(-z[row], kind="stable")[:7]
+            assert [x.id for x in h] == [ids[j] for j in want]
+            np.testing.assert_allclose([x.score for x in h], z[row, want], atol=1e-4)
+            assert all("hub" not in x.payload for x in h)
+        assert client.gallery("pics").normalise == "hub"
+
+
+def test_options_persist_and_stay_fixed_under_updates(tmp_path) -> None:
+    img, txt, pay = anchor_data(70)
+    first = 60
+    rng = np.random.default_rng(7)
+    queries = structured(rng, 12, 1280)
+    store = tmp_path / "store"
+    with AsifClient(store, params=PARAMS) as client:
+        client.add_anchor_embeddings(img[:first], txt[:first], pay[:first])
+        client.set_transform(image=IMAGE_T, text=TEXT_T)
+        client.create_label_set("hub", CLASSES, normalise="hub")
+        before = client.class_scores(queries, "hub")
+        records = client.transforms()
+    with AsifClient(store) as client:
+        assert client.transforms() == records
+        assert client.label_set("hub").normalise == "hub"
+        np.testing.assert_allclose(client.class_scores(queries, "hub"), before, atol=1e-6)
+        # new anchors use the transform fitted on the first 60 (it is not refitted implicitly)
+        client.add_anchor_embeddings(img[first:], txt[first:], pay[first:])
+        assert client.transforms() == records
+        ti, tt = fitted(img[:first], IMAGE_T), fitted(txt[:first], TEXT_T)
+        want = dense_class_scores(client, img, txt, ti, tt, queries, hub=True)
+        np.testing.assert_allclose(client.class_scores(queries, "hub"), want, atol=1e-4)
+        # refitting is explicit, and removing the transforms gives plain ASIF back
+        client.set_transform(modalities=["image", "text"])
+        assert client.transforms() == {}
+        plain = dense_class_scores(client, img, txt, None, None, queries, hub=True)
+        np.testing.assert_allclose(client.class_scores(queries, "hub"), plain, atol=1e-4)
+
+
+def test_cli_methods(tmp_path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from asif_vdb.cli import main
+
+    img, txt, pay = anchor_data(40)
+    store = tmp_path / "store"
+    with AsifClient(store, params=PARAMS) as client:
+        client.add_anchor_embeddings(img, txt, pay)
+        client.create_label_set("animals", CLASSES)
+    runner = CliRunner()
+    r = runner.invoke(main, ["methods", "transform", "--store", str(store), "--image-power", "0.5",
+                             "--image-whiten", "3", "--text-whiten", "1"])
+    assert r.exit_code == 0, r.output
+    assert "image: power=0.5 centre=True whiten=3.0 (fitted on 40 anchors)" in r.output
+    r = runner.invoke(main, ["methods", "hub", "animals", "--store", str(store)])
+    assert r.exit_code == 0, r.output
+    shown = json.loads(runner.invoke(main, ["methods", "show", "--store", str(store)]).output)
+    assert shown["label_sets"] == {"animals": "hub"} and set(shown["transforms"]) == {"image", "text"}
+    r = runner.invoke(main, ["methods", "hub", "nothing", "--store", str(store)])
+    assert r.exit_code == 2 and "no label set 'nothing'" in r.output
+    r = runner.invoke(main, ["methods", "transform", "--store", str(store)])
+    assert r.exit_code == 2  # usage: say which transform
+    r = runner.invoke(main, ["methods", "transform", "--store", str(store), "--plain"])
+    assert r.exit_code == 0 and "plain ASIF" in r.output
+    with AsifClient(store) as client:
+        assert client.transforms() == {}
+        assert client.label_set("animals").normalise == "hub"
