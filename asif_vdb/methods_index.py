@@ -279,33 +279,38 @@ def hub_rerank(scores: Sequence[float], payloads: Sequence[dict[str, Any]]) -> n
 
 def rank_gallery(index: AsifIndex, info: Any, queries: sp.csr_matrix, top: int) -> list[list[Any]]:
     """``gallery.rank`` for a hub-normalised gallery: every item's score (zero where a query shares
-    no anchor with it) normalised by its stored statistics, best first. Exact, at the cost of one
-    pass over the gallery's payloads per call."""
+    no anchor with it) normalised by its stored statistics, best first. Exact: the items' stored
+    relative vectors are read once per call and scored against all the call's queries together."""
     from asif_vdb.index import CANDIDATES
     from asif_vdb.results import SearchHit
 
     key = f"gallery:{info.name}"
-    items = [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True) for p in batch]
+
+    def read() -> list[PointData]:
+        return [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True,
+                                                    vectors=("rel",)) for p in batch]
+
+    items = read()
     if not items:
         return [[] for _ in range(queries.shape[0])]
     if any("hub" not in p.payload for p in items):
         other: Modality = "text" if info.modality == "image" else "image"
         gallery_statistics(index, info.name, other)
-        items = [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True)
-                 for p in batch]
-    row_of = {p.id: j for j, p in enumerate(items)}
+        items = read()
     stats = np.asarray([p.payload["hub"] for p in items], np.float64)
-    hits = index.backend.search_sparse(CANDIDATES, "rel", relative.to_pairs(queries), len(items), Filter.where(set=key))
-    raw = np.zeros((len(hits), len(items)))
-    for r, h in enumerate(hits):
-        raw[r, [row_of[int(i)] for i in h.ids]] = h.scores
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
+    rel = relative.from_pairs([p.sparse.get("rel", empty) for p in items], queries.shape[1])
+    raw = relative.scores(queries, rel)
     z = methods.hub_normalise_rows(raw, stats[:, 0], stats[:, 1])
     out = []
-    for r in range(len(hits)):
+    for r in range(queries.shape[0]):
+        if not raw[r].any():  # no anchor in common with any item: nothing to rank
+            out.append([])
+            continue
         order = np.argsort(-z[r], kind="stable")[: int(top)]
         out.append([SearchHit(int(items[j].id), float(z[r, j]),
                               {k: v for k, v in items[j].payload.items() if k not in ("set", "hub")})
-                    for j in order if raw[r].any()])
+                    for j in order])
     return out
 
 

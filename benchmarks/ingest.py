@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefetch-batches", type=int, default=4)
     ap.add_argument("--batch", type=int, default=256, help="pairs per store write")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved repetitions (best is kept)")
+    ap.add_argument("--image-batches", type=int, nargs="+", default=[4, 8, 16, 32],
+                    help="image batch sizes to sweep (encoder alone, on up to 320 images)")
+    ap.add_argument("--image-batch", type=int, default=None, help="skip the sweep, use this")
     args = ap.parse_args(argv)
 
     f8k = load_flickr8k()
@@ -175,17 +178,24 @@ def main(argv: list[str] | None = None) -> None:
     pairs1 = [(f8k.image_path(n), f8k.captions[n][0]) for n in names]
     image = get_encoder(EncoderSpec.default_image())
     text = get_encoder(EncoderSpec.default_text())
-    batch = image.batch_size
-    window = batch * args.prefetch_batches
-    print(f"{len(paths)} images, {len(pairs5)} pairs; image batch {batch}, {args.workers} decode "
-          f"threads, torch threads {__import__('torch').get_num_threads()}", file=sys.stderr)
+    threads = __import__("torch").get_num_threads()
+    print(f"{len(paths)} images, {len(pairs5)} pairs; {args.workers} decode threads, "
+          f"torch threads {threads}", file=sys.stderr)
     # warm-up: traces the image model, runs the text model once
-    encoder_alone(image, paths[:2 * batch], batch, args.workers, window)
+    encoder_alone(image, paths[:32], 16, args.workers, 64)
     naive(image, paths[:2])
     text.encode([c for _, c in pairs5[:64]])
+    # The image batch size for both the encoder alone and the pipeline: the fastest of a sweep.
+    sweep_paths = paths[: min(len(paths), 320)]
+    sweep = {b: len(sweep_paths) / encoder_alone(image, sweep_paths, b, args.workers,
+                                                  b * args.prefetch_batches, threads)
+             for b in args.image_batches}
+    batch = args.image_batch or max(sweep, key=lambda b: sweep[b])
+    window = batch * args.prefetch_batches
 
-    threads = __import__("torch").get_num_threads()
     figures: dict[str, Any] = {"images": len(paths), "pairs_5_captions": len(pairs5),
+                               "image_batch_sweep_images_per_s": {
+                                   b: round(v, 1) for b, v in sweep.items()},
                                "image_batch": batch, "decode_workers": args.workers,
                                "torch_threads": threads, "write_batch": args.batch,
                                "rounds": args.rounds, "load_avg_start": os.getloadavg()[0]}
@@ -207,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
 
         def config(name: str) -> IngestConfig:
             return IngestConfig(input=inputs[name], workers=args.workers, batch=args.batch,
+                                image_batch=batch,
                                 prefetch_batches=args.prefetch_batches,
                                 images_dir=images_dir if name.startswith("csv") else None,
                                 report=str(root / "report.jsonl"), progress=False)

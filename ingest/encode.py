@@ -8,8 +8,9 @@ preprocessed tensors (about 0.6 MB each at 224x224) while keeping the forward pa
 
 from __future__ import annotations
 
-import logging
+import copy
 import sys
+import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -210,11 +211,22 @@ class TextStage:
                  dry_run: bool) -> None:
         self.client, self._compute, self.times, self.dry_run = client, compute, times, dry_run
         self._encoder: Any = None
+        self._counter: Any = None  # a private tokenizer copy for counting tokens
+        self._count_lock = threading.Lock()
 
     def _load(self) -> Any:
+        """Load the encoder and settle its tokenizer before jobs share it across threads: a fast
+        tokenizer whose truncation settings change while another thread encodes raises
+        "Already borrowed", so the encoder's own tokenizer is only ever used with one setting
+        (a warm-up call fixes it) and token counts (no truncation) use a copy."""
         if self._encoder is None:
             with self.times.time("setup"):
-                self._encoder = self.client.encoder("text")
+                encoder = self.client.encoder("text")
+                if not self.dry_run:
+                    self.client.encode_texts(["warm up"])
+                tokenizer = getattr(getattr(encoder, "model", None), "tokenizer", None)
+                self._counter = copy.deepcopy(tokenizer) if callable(tokenizer) else None
+                self._encoder = encoder
         return self._encoder
 
     @property
@@ -233,16 +245,16 @@ class TextStage:
             return TextResult(self.client.encode_texts(captions), tokens)
 
     def _token_counts(self, captions: list[str]) -> list[int | None]:
-        count = getattr(self._encoder, "count_tokens", None)
-        if not captions or count is None or self.max_tokens is None:
+        """Tokens per caption, special tokens included (what the encoder's window counts)."""
+        if not captions or self.max_tokens is None:
             return [None] * len(captions)
-        quiet = logging.getLogger("transformers.tokenization_utils_base")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # counting long captions is the point: no warning about them
-        try:
-            return list(count(captions))
-        finally:
-            quiet.setLevel(level)
+        with self._count_lock:
+            if self._counter is not None:
+                ids = self._counter(captions, add_special_tokens=True, truncation=False,
+                                    verbose=False)["input_ids"]  # verbose: no long-input warning
+                return [len(x) for x in ids]
+            count = getattr(self._encoder, "count_tokens", None)
+            return list(count(captions)) if count is not None else [None] * len(captions)
 
 
 def current_torch_threads() -> int | None:

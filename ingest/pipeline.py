@@ -241,6 +241,12 @@ class Pipeline:
         encoder = self.client.encoder("image")
         transform, encode = image_batch_encoder(encoder)
         batch = cfg.image_batch or getattr(encoder, "batch_size", None) or 16
+        shape = getattr(encoder, "data_config", {}).get("input_size")
+        if transform is not None and shape:  # trace and optimise the model here, once, before
+            import torch  # the compute streams share it (the 2nd call runs the optimised plan)
+
+            for _ in range(2):
+                encode([torch.zeros(tuple(shape))] * batch)
         return Decoder(transform, min_side=cfg.min_side, max_pixels=cfg.max_pixels), encode, batch
 
     def _compute(self) -> ComputePool:

@@ -205,6 +205,8 @@ def test_cli_methods(tmp_path) -> None:
     assert "image: power=0.5 centre=True whiten=3.0 (fitted on 40 anchors)" in r.output
     r = runner.invoke(main, ["methods", "hub", "animals", "--store", str(store)])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(main, ["doctor", "--store", str(store)])  # stored vectors = their recomputation
+    assert r.exit_code == 0, r.output
     shown = json.loads(runner.invoke(main, ["methods", "show", "--store", str(store)]).output)
     assert shown["label_sets"] == {"animals": "hub"} and set(shown["transforms"]) == {"image", "text"}
     r = runner.invoke(main, ["methods", "hub", "nothing", "--store", str(store)])
