@@ -180,17 +180,22 @@ def demo(workdir: Path) -> None:
 
 
 from asif_vdb import cli_explain  # noqa: E402  (issue 6: explain, calibrate)
+
 main.add_command(cli_explain.explain); main.add_command(cli_explain.calibrate)  # noqa: E702
 from asif_vdb import cli_eval, cli_search  # noqa: E402  (issue 4: galleries, search, eval)
+
 main.add_command(cli_search.gallery); main.add_command(cli_search.search); main.add_command(cli_eval.eval_group)  # noqa: E702,E501
 
 from ingest.cli import ingest as _ingest  # noqa: E402  (issue 3: the ingestion pipeline)
+
 main.add_command(_ingest)
 
 from asif_vdb import cli_anchors  # noqa: E402  (issue 5: anchors add/delete/list, doctor, prune)
+
 main.add_command(cli_anchors.anchors); main.add_command(cli_anchors.doctor); main.add_command(cli_anchors.prune)  # noqa: E702,E501
 
 from asif_vdb import cli_methods  # noqa: E402  (issue 4B: transforms, hub normalisation)
+
 main.add_command(cli_methods.methods)
 
 

@@ -105,3 +105,21 @@ def embeddings(client) -> dict[str, np.ndarray]:
         "flickr_captions": cached("flickr8k-captions", txt_id, lambda: client.encode_texts(flat_caps, progress=True)),
         "cifar_images": cached("cifar10-test-images", img_id, lambda: client.encode_images(cifar_paths, progress=True)),
     }
+
+
+def anchor_pairs(f8k: Flickr8k, names: list[str]) -> tuple[list[int], list[int], list[dict]]:
+    """One anchor pair per caption of each named image: (rows of ``flickr_images``, rows of
+    ``flickr_captions``, payloads with the image path, caption, split as source, and a content hash)."""
+    import hashlib
+
+    row = {n: i for i, n in enumerate(f8k.images)}
+    start = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
+    img_rows, cap_rows, payloads = [], [], []
+    for name in names:
+        for j, caption in enumerate(f8k.captions[name]):
+            img_rows.append(row[name])
+            cap_rows.append(int(start[row[name]] + j))
+            payloads.append({"image": str(f8k.image_path(name)), "caption": caption,
+                             "source": f"flickr8k-{f8k.split[name]}",
+                             "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
+    return img_rows, cap_rows, payloads

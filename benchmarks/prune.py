@@ -13,7 +13,6 @@ baseline. Writes benchmarks/results/prune.json and prune.png.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import tempfile
 import time
@@ -52,15 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "full", params=AsifParams(k=800, p=1.0)) as client:
         with stages("load_embeddings"):
             emb = datasets.embeddings(client)
-        row = {n: i for i, n in enumerate(f8k.images)}
-        start = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
-        img_rows, cap_rows, payloads = [], [], []
-        for name in f8k.names("train"):
-            for j, caption in enumerate(f8k.captions[name]):
-                img_rows.append(row[name])
-                cap_rows.append(int(start[row[name]] + j))
-                payloads.append({"image": name, "caption": caption, "source": "flickr8k-train",
-                                 "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
+        img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, f8k.names("train"))
         with stages("build_full_store"):
             for s in range(0, len(payloads), 4096):
                 client.add_anchor_embeddings(emb["flickr_images"][img_rows[s : s + 4096]],

@@ -14,7 +14,6 @@ benchmarks/results/explain_report.png (an explanation report rendered by headles
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -116,15 +115,7 @@ def main() -> None:
             AsifClient(Path(tmp) / "store", params=AsifParams(k=args.k, p=args.p)) as client:
         with stages("load_embeddings"):
             emb = datasets.embeddings(client)
-        row = {n: i for i, n in enumerate(f8k.images)}
-        caption_start = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
-        img_rows, cap_rows, payloads = [], [], []
-        for name in f8k.names("train"):
-            for j, caption in enumerate(f8k.captions[name]):
-                img_rows.append(row[name])
-                cap_rows.append(caption_start[row[name]] + j)
-                payloads.append({"image": str(f8k.image_path(name)), "caption": caption, "source": "flickr8k-train",
-                                 "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
+        img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, f8k.names("train"))
         with stages("add_anchors"):
             for start in range(0, len(payloads), 4096):
                 sl = slice(start, start + 4096)

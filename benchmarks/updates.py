@@ -18,7 +18,6 @@ result is also the reference the updated store must equal (max abs difference as
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import shutil
@@ -54,17 +53,7 @@ def class_names(captions: list[str], n: int) -> list[str]:
     return names[:n]
 
 
-def pairs(f8k: datasets.Flickr8k, names: list[str]) -> tuple[list[int], list[int], list[dict]]:
-    row = {n: i for i, n in enumerate(f8k.images)}
-    start = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
-    img_rows, cap_rows, payloads = [], [], []
-    for name in names:
-        for j, caption in enumerate(f8k.captions[name]):
-            img_rows.append(row[name])
-            cap_rows.append(int(start[row[name]] + j))
-            payloads.append({"image": name, "caption": caption, "source": f"flickr8k-{f8k.split[name]}",
-                             "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
-    return img_rows, cap_rows, payloads
+pairs = datasets.anchor_pairs
 
 
 def stored_candidates(client: AsifClient) -> dict[str, tuple[np.ndarray, np.ndarray, list]]:

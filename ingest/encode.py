@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import sys
 import threading
+import weakref
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -199,6 +200,10 @@ class TextResult:
     tokens: list[int | None]  # tokens per caption, special tokens included (None: unknown)
 
 
+#: Text encoders whose tokenizer is settled, with a private tokenizer copy for counting.
+_SETTLED: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
 class TextStage:
     """Caption vectors and token counts, as jobs on the compute pool.
 
@@ -222,10 +227,11 @@ class TextStage:
         if self._encoder is None:
             with self.times.time("setup"):
                 encoder = self.client.encoder("text")
-                if not self.dry_run:
-                    self.client.encode_texts(["warm up"])
-                tokenizer = getattr(getattr(encoder, "model", None), "tokenizer", None)
-                self._counter = copy.deepcopy(tokenizer) if callable(tokenizer) else None
+                if encoder not in _SETTLED:  # encoders live as long as the process (get_encoder)
+                    encoder.encode(["warm up"])
+                    tokenizer = getattr(getattr(encoder, "model", None), "tokenizer", None)
+                    _SETTLED[encoder] = copy.deepcopy(tokenizer) if callable(tokenizer) else None
+                self._counter = _SETTLED[encoder]
                 self._encoder = encoder
         return self._encoder
 

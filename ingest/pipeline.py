@@ -242,8 +242,9 @@ class Pipeline:
         transform, encode = image_batch_encoder(encoder)
         batch = cfg.image_batch or getattr(encoder, "batch_size", None) or 16
         shape = getattr(encoder, "data_config", {}).get("input_size")
-        if transform is not None and shape:  # trace and optimise the model here, once, before
-            import torch  # the compute streams share it (the 2nd call runs the optimised plan)
+        traced = getattr(encoder, "_traced", None) is not None  # TimmImageEncoder's CPU trace
+        if transform is not None and shape and not traced:  # trace and optimise the model here,
+            import torch  # once, before the streams share it (the 2nd call runs the optimised plan)
 
             for _ in range(2):
                 encode([torch.zeros(tuple(shape))] * batch)

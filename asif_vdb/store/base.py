@@ -170,7 +170,7 @@ class Backend(ABC):
     @abstractmethod
     def count(self, collection: str, where: Filter | None = None) -> int: ...
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - optional hook, most engines write durably already
         """Make every write durable (no-op where writes already are)."""
 
     @abstractmethod

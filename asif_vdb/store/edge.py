@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from asif_vdb.errors import StoreError
-from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseRow
+from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData
 
 CONFIG_FILE = "asif_config.json"
 
