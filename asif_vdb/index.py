@@ -254,8 +254,3 @@ class AsifIndex:
 
     def count_set(self, set_key: str) -> int:
         return self.backend.count(CANDIDATES, Filter.where(set=set_key))
-
-
-def require(condition: bool, message: str) -> None:
-    if not condition:
-        raise StoreError(message)
