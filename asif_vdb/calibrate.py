@@ -216,6 +216,19 @@ def best_and_correct(scores: np.ndarray, truth: Sequence[int] | np.ndarray) -> t
     return scores[np.arange(len(top)), top], top == truth
 
 
+def read_class_map(class_map: str | Path | dict[str, str] | None) -> dict[str, str]:
+    """A {folder: class} map given as a dict or a JSON file (None: no renaming)."""
+    if class_map is None or isinstance(class_map, dict):
+        return dict(class_map or {})
+    try:
+        data = json.loads(Path(class_map).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{class_map}: cannot read the class map as JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise InputError(f"{class_map}: a class map is a JSON object {{folder: class}}")
+    return {str(k): str(v) for k, v in data.items()}
+
+
 def read_image_folder(
     root: str | Path, classes: Sequence[str], class_map: dict[str, str] | str | Path | None = None
 ) -> tuple[list[Path], np.ndarray]:
@@ -226,14 +239,7 @@ def read_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (expected an ImageFolder: one sub-folder per class)")
-    if class_map is not None and not isinstance(class_map, dict):
-        try:
-            class_map = json.loads(Path(class_map).read_text())
-        except (OSError, ValueError) as e:
-            raise InputError(f"{class_map}: cannot read the class map as JSON: {e}") from e
-        if not isinstance(class_map, dict):
-            raise InputError(f"{class_map}: a class map is a JSON object {{folder: class}}")
-    mapping = dict(class_map or {})
+    mapping = read_class_map(class_map)
     index = {c: i for i, c in enumerate(classes)}
     paths: list[Path] = []
     labels: list[int] = []

@@ -31,12 +31,12 @@ def image_folder(root: str | Path, class_map: str | Path | dict[str, str] | None
                  limit_per_class: int | None = None) -> tuple[list[Path], np.ndarray, list[str]]:
     """An ImageFolder (``root/CLASS/*.jpg``): (paths, labels, class names). A class is its folder's
     name, or what ``class_map`` ({folder: class}, a dict or JSON file) maps it to."""
-    from asif_vdb.calibrate import read_image_folder
+    from asif_vdb.calibrate import read_class_map, read_image_folder
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder (expected an ImageFolder: one sub-folder per class)")
-    mapping = _read_class_map(class_map)
+    mapping = read_class_map(class_map)
     classes = list(dict.fromkeys(mapping.get(f.name, f.name) for f in sorted(root.iterdir()) if f.is_dir()))
     if not classes:
         raise InputError(f"{root}: no class sub-folders")
@@ -46,18 +46,6 @@ def image_folder(root: str | Path, class_map: str | Path | dict[str, str] | None
         keep.sort()
         paths, labels = [paths[i] for i in keep], labels[keep]
     return paths, labels, classes
-
-
-def _read_class_map(class_map: str | Path | dict[str, str] | None) -> dict[str, str]:
-    if class_map is None or isinstance(class_map, dict):
-        return dict(class_map or {})
-    try:
-        data = json.loads(Path(class_map).read_text())
-    except (OSError, ValueError) as e:
-        raise InputError(f"{class_map}: cannot read the class map as JSON: {e}") from e
-    if not isinstance(data, dict):
-        raise InputError(f"{class_map}: a class map is a JSON object {{folder: class}}")
-    return {str(k): str(v) for k, v in data.items()}
 
 
 @dataclass

@@ -34,3 +34,20 @@ def demo_data(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("demo")
     table, queries = make_demo_data(folder)
     return table, queries
+
+
+def build_shapes_store(folder: Path, k: int = 10):
+    """A tiny embedded store of the demo's drawn shapes (54 real pairs) with a 'shapes' label set.
+    Returns (store path, held-out (query, shape) pairs, anchor (image, caption) pairs)."""
+    from asif_vdb.client import AsifClient
+    from asif_vdb.config import AsifParams
+    from asif_vdb.demo import SHAPES, make_demo_data
+    from asif_vdb.minimal_ingest import read_pairs
+
+    table, queries = make_demo_data(folder / "data", per_combo=1)
+    pairs = read_pairs(table)
+    store = folder / "store"
+    with AsifClient(store, params=AsifParams(k=k, p=1.0)) as client:
+        client.add_anchors([p for p, _ in pairs], [c for _, c in pairs], source="shapes")
+        client.create_label_set("shapes", list(SHAPES), templates=["a {} on a background."])
+    return store, queries, pairs

@@ -15,7 +15,7 @@ from asif_vdb.cli import main
 from asif_vdb.config import AsifParams
 from asif_vdb.errors import InputError
 from tests.backends import open_store
-from tests.conftest import unit_rows
+from tests.conftest import build_shapes_store, unit_rows
 
 BEST = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
 RIGHT = [True, True, False, True, False, False]
@@ -149,17 +149,10 @@ def test_client_calibration_is_stored_and_applied(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
     """A tiny embedded store of drawn shapes and an ImageFolder of other drawn shapes."""
-    from asif_vdb.client import AsifClient
-    from asif_vdb.demo import SHAPES, draw, make_demo_data
-    from asif_vdb.minimal_ingest import read_pairs
+    from asif_vdb.demo import SHAPES, draw
 
     folder = tmp_path_factory.mktemp("shapes")
-    table, _ = make_demo_data(folder / "anchors", per_combo=1)
-    pairs = read_pairs(table)
-    store = folder / "store"
-    with AsifClient(store, params=AsifParams(k=10, p=1.0)) as client:
-        client.add_anchors([p for p, _ in pairs], [c for _, c in pairs], source="shapes")
-        client.create_label_set("shapes", list(SHAPES), templates=["a {} on a background."])
+    store, _, _ = build_shapes_store(folder)
     rng = random.Random(5)
     data = folder / "labelled"
     for shape in SHAPES:

@@ -21,7 +21,7 @@ from asif_vdb.cli import main
 from asif_vdb.config import AsifParams
 from asif_vdb.explain import render_html
 from tests.backends import open_store
-from tests.conftest import unit_rows
+from tests.conftest import build_shapes_store, unit_rows
 
 CLASSES = ["dog", "cat", "car", "tree", "boat"]
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
@@ -248,19 +248,7 @@ def test_report_renders_in_headless_chromium(report_case, tmp_path) -> None:
 @pytest.fixture(scope="module")
 def shapes_store(tmp_path_factory):
     """A tiny embedded store of drawn shapes (54 real image-caption pairs) and a label set."""
-    from asif_vdb.client import AsifClient
-    from asif_vdb.demo import SHAPES, make_demo_data
-
-    folder = tmp_path_factory.mktemp("shapes")
-    table, queries = make_demo_data(folder / "data", per_combo=1)
-    from asif_vdb.minimal_ingest import read_pairs
-
-    pairs = read_pairs(table)
-    store = folder / "store"
-    with AsifClient(store, params=AsifParams(k=10, p=1.0)) as client:
-        client.add_anchors([p for p, _ in pairs], [c for _, c in pairs], source="shapes")
-        client.create_label_set("shapes", list(SHAPES), templates=["a {} on a background."])
-    return store, queries, pairs
+    return build_shapes_store(tmp_path_factory.mktemp("shapes"))
 
 
 def test_cli_explain_end_to_end(shapes_store, tmp_path) -> None:
