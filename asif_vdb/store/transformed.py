@@ -33,24 +33,20 @@ class TransformedBackend:
         return getattr(self.inner, name)
 
     def _forward(self, collection: str, points: Sequence[PointData]) -> list[PointData]:
-        t = self.collections.get(collection)
-        points = list(points)
-        rows = [i for i, p in enumerate(points) if VECTOR in p.dense]
-        if t is None or not rows:
-            return points
-        moved = t.apply(np.stack([points[i].dense[VECTOR] for i in rows]))
-        for j, i in enumerate(rows):
-            points[i] = replace(points[i], dense={**points[i].dense, VECTOR: moved[j]})
-        return points
+        return self._map(collection, list(points), "apply")
 
     def _back(self, collection: str, points: list[PointData]) -> list[PointData]:
+        return self._map(collection, points, "invert")
+
+    def _map(self, collection: str, points: list[PointData], direction: str) -> list[PointData]:
+        """Apply the collection's transform (or its inverse) to the points' anchor vectors."""
         t = self.collections.get(collection)
         rows = [i for i, p in enumerate(points) if VECTOR in p.dense]
         if t is None or not rows:
             return points
-        raw = t.invert(np.stack([points[i].dense[VECTOR] for i in rows]))
+        moved = getattr(t, direction)(np.stack([points[i].dense[VECTOR] for i in rows]))
         for j, i in enumerate(rows):
-            points[i] = replace(points[i], dense={**points[i].dense, VECTOR: raw[j]})
+            points[i] = replace(points[i], dense={**points[i].dense, VECTOR: moved[j]})
         return points
 
     def _queries(self, collection: str, vector: str, queries: np.ndarray) -> np.ndarray:
