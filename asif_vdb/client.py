@@ -17,6 +17,7 @@ from asif_vdb import refresh as refresh_mod
 from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, GallerySetInfo, IndexConfig, LabelSetInfo
 from asif_vdb.encoders import Encoder, build_encoder, parse_spec
 from asif_vdb.encoders.images import ImageInput, image_digest, image_reference
+from asif_vdb.encoders.precision import requested as requested_precision
 from asif_vdb.encoders.st_text import check_captions
 from asif_vdb.errors import EncoderMismatchError, InputError, NotFoundError, StoreError
 from asif_vdb.explain import Explanation, explain_classes, explain_gallery
@@ -31,7 +32,8 @@ RESERVED_PAYLOAD = {"ok", "hash", "set"}
 
 def get_encoder(spec: EncoderSpec) -> Encoder:
     """Encoders are loaded once per process and shared by every client that names the same spec."""
-    key = (spec.family, spec.name, spec.weights, spec.crop_pct, spec.device, spec.batch_size)
+    key = (spec.family, spec.name, spec.weights, spec.crop_pct, spec.device, spec.batch_size,
+           requested_precision(spec.precision))
     if key not in _ENCODERS:
         _ENCODERS[key] = build_encoder(spec)
     return _ENCODERS[key]
@@ -68,9 +70,12 @@ class AsifClient:
         text_encoder: EncoderSpec | str | None = None,
         params: AsifParams | None = None,
         device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         self.backend = open_backend(path, url=url, api_key=api_key, location=location, prefix=prefix)
         self.device = device
+        # Execution only, like the device (encoders/precision.py); None: $ASIF_PRECISION or auto.
+        self.precision = requested_precision(precision) if precision is not None else None
         image_spec = _as_spec(image_encoder, "image")
         text_spec = _as_spec(text_encoder, "text")
         stored = self.backend.read_config()
@@ -126,7 +131,8 @@ class AsifClient:
             spec = self._index.config.image_spec if modality == "image" else self._index.config.text_spec
         else:
             spec = self._new_specs[0] if modality == "image" else self._new_specs[1]
-        return spec.model_copy(update={"device": self.device}) if self.device else spec
+        update = {"device": self.device, "precision": self.precision}
+        return spec.model_copy(update={k: v for k, v in update.items() if v is not None})
 
     def encoder(self, modality: Literal["image", "text"]) -> Encoder:
         enc = get_encoder(self._spec(modality))

@@ -29,6 +29,8 @@ class EncoderSpec(BaseModel):
     crop_pct: float | None = Field(default=None, gt=0, le=1, description="override timm's crop fraction")
     device: str | None = Field(default=None, exclude=True)
     batch_size: int | None = Field(default=None, ge=1, exclude=True)
+    #: Execution only, like the device: never stored, never part of the identity (precision.py).
+    precision: Literal["auto", "float32", "bfloat16"] | None = Field(default=None, exclude=True)
 
     @classmethod
     def default_image(cls) -> EncoderSpec:

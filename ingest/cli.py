@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from asif_vdb.cli import DEFAULT_STORE, _new_store_kwargs, friendly, open_client, store_options
+from asif_vdb.encoders.precision import PRECISIONS
 
 from .readers import FORMATS
 
@@ -52,6 +53,10 @@ def _store_exists(store: Path) -> bool:
                    "thread; 1 = one stream with all threads).")
 @click.option("--min-side", type=click.IntRange(min=1), default=8, show_default=True,
               help="Skip images with a side shorter than this (1x1 tracking pixels, placeholders).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+              help="Forward passes in float32 or bfloat16; auto: bfloat16 for the text encoder "
+                   "where the hardware has native bfloat16 (default $ASIF_PRECISION or auto). "
+                   "An execution setting: stores accept vectors of either.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON line.")
 @click.option("--image-encoder", default=None,
@@ -63,8 +68,8 @@ def _store_exists(store: Path) -> bool:
 @click.option("-p", "p", type=float, default=None, help="New store only: exponent (1.0).")
 @friendly
 def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, images_dir, source,
-           limit, dry_run, report, batch, image_batch, workers, streams, min_side, no_progress,
-           as_json,
+           limit, dry_run, report, batch, image_batch, workers, streams, min_side, precision,
+           no_progress, as_json,
            image_encoder, text_encoder, k, p) -> None:
     """Add image-caption anchor pairs from INPUT: webdataset shards (.tar, brace patterns such as
     'shards/{00000..00009}.tar', or a folder of them), an img2dataset `files` folder, a folder of
@@ -87,7 +92,7 @@ def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, i
         dry_run=dry_run, report=str(report), batch=batch, image_batch=image_batch, workers=workers,
         streams=streams, min_side=min_side, progress=not no_progress,
     ).check()
-    kwargs = _new_store_kwargs(image_encoder, text_encoder, k, p)
+    kwargs = {**_new_store_kwargs(image_encoder, text_encoder, k, p), "precision": precision}
     if dry_run and url is None and not _store_exists(store or Path(DEFAULT_STORE)):
         from asif_vdb.client import AsifClient
 

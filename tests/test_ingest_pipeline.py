@@ -364,7 +364,8 @@ def test_cli_end_to_end_report_next_to_store(tmp_path) -> None:
         assert shown in result.stdout
     report = tmp_path / "store.ingest-report.jsonl"
     assert report_reasons(report)[0] == Counter(corrupt_image=1)
-    again = cli("ingest", str(table), "--store", str(store), "--json", "--no-progress")
+    again = cli("ingest", str(table), "--store", str(store), "--json", "--no-progress",
+                "--precision", "float32")  # an execution setting: any precision opens the store
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["ingested"] == 0 and summary["already_stored"] == 3 and summary["anchors"] == 3
@@ -385,6 +386,8 @@ def test_cli_exit_codes(tmp_path) -> None:
     wrong = cli("ingest", table.as_posix(), "--store", store, "--caption-column", "text")
     assert wrong.exit_code == 2 and "no column 'text'" in wrong.output
     assert "Traceback" not in wrong.output
+    half = cli("ingest", table.as_posix(), "--store", store, "--precision", "fp16")
+    assert half.exit_code == 2 and "'fp16' is not one of 'auto', 'float32', 'bfloat16'" in half.output
     missing = cli("ingest", str(tmp_path / "nope"), "--store", store)
     assert missing.exit_code == 2 and "not found" in missing.output
     assert len([ln for ln in missing.output.splitlines() if ln.startswith("error:")]) == 1

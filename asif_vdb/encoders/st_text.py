@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from asif_vdb.config import EncoderIdentity, EncoderSpec
+from asif_vdb.encoders import precision
 from asif_vdb.encoders.base import Encoder, l2_normalise, resolve_device
 from asif_vdb.errors import AsifError, InputError
 
@@ -62,6 +63,7 @@ class SentenceTransformerTextEncoder(Encoder):
 
         self.spec = spec
         self.device = resolve_device(spec.device)
+        self.precision = precision.resolve(spec.precision, device=self.device, family=spec.family)
         self.batch_size = spec.batch_size or 128
         target, tag, local = _resolve_model(spec.name)
         previous = os.environ.get("HF_HUB_OFFLINE")
@@ -104,11 +106,12 @@ class SentenceTransformerTextEncoder(Encoder):
         texts = check_captions(items)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        emb = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            show_progress_bar=progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
-        return l2_normalise(emb)
+        with precision.autocast(self.device, self.precision):
+            emb = self.model.encode(
+                texts,
+                batch_size=self.batch_size,
+                show_progress_bar=progress,
+                convert_to_tensor=True,
+                normalize_embeddings=True,
+            )
+        return l2_normalise(emb.float().cpu().numpy())

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from asif_vdb.config import EncoderIdentity, EncoderSpec
+from asif_vdb.encoders import precision
 from asif_vdb.encoders.base import Encoder, batched, l2_normalise, resolve_device
 from asif_vdb.encoders.images import ImageInput, load_image
 from asif_vdb.errors import AsifError, InputError
@@ -68,6 +69,8 @@ class TimmImageEncoder(Encoder):
 
         self.spec = spec
         self.device = resolve_device(spec.device)
+        # "auto" is float32 here: bfloat16 is 1.7x faster on CPU but moves vectors (cosine 0.995).
+        self.precision = precision.resolve(spec.precision, device=self.device, family=spec.family)
         self.batch_size = spec.batch_size or (64 if self.device.startswith("cuda") else 16)
         self.num_workers = num_workers
         weights = spec.weights
@@ -124,7 +127,7 @@ class TimmImageEncoder(Encoder):
         """Encode an (n, C, H, W) batch of preprocessed images."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.autocast(self.device, self.precision):
             x = batch.to(self.device)
             if self.device == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -136,7 +139,7 @@ class TimmImageEncoder(Encoder):
     def _cpu_forward(self, x: Any) -> Any:
         import torch
 
-        if self._traced is None:
+        if self._traced is None:  # traced inside encode_tensors' autocast: its casts are kept
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -149,7 +152,7 @@ class TimmImageEncoder(Encoder):
         """The model's own classifier logits (checks that the weights are the right ones)."""
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.autocast(self.device, self.precision):
             x = torch.stack([self.preprocess(im) for im in images]).to(self.device)
             return self.model(x).float().cpu().numpy()
 
