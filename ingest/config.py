@@ -22,7 +22,8 @@ class IngestConfig:
     limit: int | None = None  # only the first N pairs of the input (a prefix: reruns resume)
     dry_run: bool = False  # read, check, decode and count; encode and write nothing
     report: str | None = None  # JSONL of skipped samples; None: no report file
-    batch: int = 256  # pairs looked up, encoded (text) and written per store call
+    batch: int = 256  # pairs looked up, encoded (text) and written per store call (the first
+    # batches are smaller: 32, 64, ... so that the encoders start early)
     image_batch: int | None = None  # images per forward pass; None: the encoder's own batch size
     workers: int = 2  # decode + preprocess threads
     streams: int | None = None  # parallel single-threaded model streams on CPU; None: one per

@@ -91,6 +91,7 @@ class ImageStage:
         self.results: dict[str, ImageResult] = {}
         self.refs: Counter[str] = Counter()
         self.encoded = 0
+        self.closed = False  # no more images will be asked for
 
     def _start(self) -> ThreadPoolExecutor:
         if self.pool is None:
@@ -137,6 +138,8 @@ class ImageStage:
             self.outstanding += 1
         while len(self.decoding) >= self.batch:
             self._dispatch(self.batch)
+        if self.closed and not self.waiting and self.decoding:
+            self._dispatch(self.batch)  # the last, partial batch: beside the others, not after
 
     def want(self, digest: str, data: bytes, ref: str) -> None:
         """Ask for an image's vector; decoding starts when the window has room."""
@@ -147,10 +150,11 @@ class ImageStage:
         self.waiting.append((digest, data, ref))
         self._pump()
 
-    @property
-    def pending(self) -> int:
-        """Images asked for and not encoded yet."""
-        return len(self.waiting) + self.outstanding
+    def close_input(self) -> None:
+        """No more images will be asked for: the last partial batch can go out."""
+        self.closed = True
+        if self.pool is not None:
+            self._pump()
 
     def _collect(self) -> None:
         """Results of the oldest batch (waiting for it), then room for more decoding."""
@@ -164,19 +168,32 @@ class ImageStage:
         self.outstanding -= len(digests)
         self._pump()
 
+    @property
+    def starved(self) -> bool:
+        """Fewer images queued than the window: ask for more now, or the decoders run dry at the
+        end of what is queued (and the compute streams with them)."""
+        return len(self.waiting) < self.window
+
+    def ready(self, digests: Iterable[str]) -> bool:
+        return all(d in self.results for d in digests)
+
+    def step(self) -> None:
+        """One move towards results: collect the oldest batch (waiting for it), else send out a
+        partial batch (only when nothing else is in flight), else start decoding."""
+        if self.jobs:
+            self._collect()
+        elif self.decoding:
+            self._dispatch(self.batch)
+        elif self.waiting:
+            self._pump()
+        else:
+            raise RuntimeError("image stage: nothing asked for is left to wait for")
+
     def ensure(self, digests: Iterable[str]) -> None:
-        """Wait until every digest has a result (they must have been asked for); a partial batch
-        goes out only when nothing else is left to wait for."""
+        """Wait until every digest has a result (they must have been asked for)."""
         for digest in digests:
             while digest not in self.results:
-                if self.jobs:
-                    self._collect()
-                elif self.decoding:
-                    self._dispatch(self.batch)
-                elif self.waiting:
-                    self._pump()
-                else:
-                    raise RuntimeError(f"image {digest[:12]} was never asked for")
+                self.step()
 
     def result(self, digest: str) -> ImageResult:
         return self.results[digest]

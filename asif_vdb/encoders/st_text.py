@@ -64,7 +64,8 @@ class SentenceTransformerTextEncoder(Encoder):
         self.spec = spec
         self.device = resolve_device(spec.device)
         self.precision = precision.resolve(spec.precision, device=self.device, family=spec.family)
-        self.batch_size = spec.batch_size or 128
+        # 64: on CPU 10-25% more captions/s than 128 (fp32 and bf16, 1 or 2 threads; cache-sized)
+        self.batch_size = spec.batch_size or 64
         target, tag, local = _resolve_model(spec.name)
         previous = os.environ.get("HF_HUB_OFFLINE")
         if local:
