@@ -55,7 +55,7 @@ def run(client: Any, *, repair: bool = False, sample: int | None = None, tol: fl
     opened = getattr(client, "last_repair", None) or {}
     did = {k: v for k, v in opened.items() if v}
     checks.append(Check("recovery on open", not did, "nothing to recover" if not did else
-                        "an interrupted anchor update was found", _describe(did) if did else ""))
+                        "an interrupted update was found", _describe(did) if did else ""))
     checks.append(_journal(index, repair))
     checks.append(_pairs(index, repair))
     checks.extend(_sets(client, index, repair))
@@ -66,7 +66,8 @@ def run(client: Any, *, repair: bool = False, sample: int | None = None, tol: fl
 def _describe(did: dict[str, Any]) -> str:
     parts = []
     for key, what in (("completed", "completed {} pair(s)"), ("rolled_back", "rolled back {} half-written pair(s)"),
-                      ("deleted", "finished deleting {} pair(s)"), ("refreshed", "refreshed {} candidate(s)")):
+                      ("deleted", "finished deleting {} pair(s)"), ("refreshed", "refreshed {} candidate(s)"),
+                      ("searched", "searched {} candidate(s) missing their relative vector or state again")):
         value = did.get(key)
         if value:
             parts.append(what.format(len(value) if isinstance(value, list) else value))
@@ -177,29 +178,28 @@ def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed:
     checked = 0
     worst = 0.0
     for m in refresh.MODALITIES:
-        points = [pt for b in index.backend.scroll(CANDIDATES, None, False, (m, "rel", "state")) for pt in b
-                  if m in pt.dense]
+        points = refresh.stored(index, m)
         if sample is not None and len(points) > sample:
             rng = np.random.default_rng(seed)
             points = [points[i] for i in sorted(rng.choice(len(points), sample, replace=False))]
         if not points:
             continue
-        vecs = np.stack([pt.dense[m] for pt in points])
+        vecs = np.stack([pt[1] for pt in points])
         truth = refresh.search_lists(index, vecs, m)
         want = refresh.rel_matrix(truth, k, p, index.n_coords).tocsr()
         for row, (pt, true) in enumerate(zip(points, truth)):
-            idx, vals = pt.sparse.get("rel", (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+            pid, _, _, rel, lst = pt
+            idx, vals = rel if rel is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
             diff = np.zeros(want.shape[1], np.float64)
             lo, hi = want.indptr[row], want.indptr[row + 1]
             diff[want.indices[lo:hi]] = want.data[lo:hi]
             diff[np.asarray(idx, np.int64)] -= np.asarray(vals, np.float64)
             err = float(np.abs(diff).max(initial=0.0))
             worst = max(worst, err)
-            lst = refresh.decode_state(pt.sparse.get("rel"), pt.sparse.get("state"), p)
-            if err > tol or not _list_ok(lst, true, k):
-                stale[m].append(pt.id)
-                vecs_of[pt.id] = vecs[row]
-                lists_of[pt.id] = true
+            if rel is None or err > tol or not _list_ok(lst, true, k):
+                stale[m].append(pid)
+                vecs_of[pid] = vecs[row]
+                lists_of[pid] = true
         checked += len(points)
     bad = stale["image"] + stale["text"]
     scope = f"{checked} candidate(s) checked" + (f" (a sample of {sample} per modality)" if sample else "")
@@ -208,8 +208,9 @@ def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed:
     detail = f"{scope}; {len(bad)} stale (largest difference {worst:.2g})"
     if not repair:
         return Check("fresh", False, detail)
-    refresh.write(index, bad, [lists_of[i] for i in bad])
     index._refresh_cache = None  # type: ignore[attr-defined]
+    refresh.write(index, bad, [lists_of[i] for i in bad])
+    refresh.save_states(index, np.asarray(bad, np.int64), [lists_of[i] for i in bad])
     return Check("fresh", False, detail, f"rewrote {len(bad)} candidate(s) from a recomputation")
 
 

@@ -25,7 +25,7 @@ from asif_vdb import calibrate, labels, relative
 from asif_vdb.config import GallerySetInfo, LabelSetInfo
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.index import ANCHORS, CANDIDATES, AsifIndex, Modality
-from asif_vdb.store.base import Filter, Hits
+from asif_vdb.store.base import Hits
 
 THUMBNAIL = 160
 
@@ -285,10 +285,7 @@ def explain_gallery(
     hits = index.anchor_topk(vec, query_modality)[0]
     params = index.config.params
     q_rel = relative.relative_vectors([hits.ids], [hits.scores], params.p, index.n_coords)
-    found = index.backend.search_sparse(
-        CANDIDATES, "rel", relative.to_pairs(q_rel), int(top), Filter.where(set=gallery.set_key(info.name)),
-        with_payload=True,
-    )[0]
+    found = index.rank_candidates(q_rel, gallery.set_key(info.name), int(top), with_payload=True)[0]
     ids = [int(i) for i in found.ids]
     rels = index.candidate_relatives(ids)
     dense = candidate_vectors(index, ids, info.modality)

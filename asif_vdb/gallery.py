@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from asif_vdb import relative
 from asif_vdb.config import GallerySetInfo
 from asif_vdb.errors import InputError, NotFoundError
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex, Modality
@@ -120,7 +119,7 @@ def delete_items(index: AsifIndex, name: str, ids: Sequence[int]) -> int:
     wanted = sorted({int(i) for i in ids})
     found = [p.id for p in index.backend.retrieve(CANDIDATES, wanted, with_payload=True)
              if p.payload.get("set") == set_key(name)]
-    index.backend.delete(CANDIDATES, found)
+    index.delete_candidates(found)
     info.size = index.count_set(set_key(name))
     index.save()
     return len(found)
@@ -197,10 +196,7 @@ def rank(index: AsifIndex, info: GallerySetInfo, queries: sp.csr_matrix, top: in
         from asif_vdb.methods_index import rank_gallery
 
         return rank_gallery(index, info, queries, top)
-    hits = index.backend.search_sparse(
-        CANDIDATES, "rel", relative.to_pairs(queries), int(top), Filter.where(set=set_key(info.name)),
-        with_payload=True,
-    )
+    hits = index.rank_candidates(queries, set_key(info.name), int(top), with_payload=True)
     anchors = is_anchors_gallery(info.name)
     out = []
     for h in hits:

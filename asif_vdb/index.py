@@ -1,9 +1,9 @@
 """ASIF on a vector store: paired anchor collections, relative vectors, and stored candidate sets.
 
 Anchor pair i is point i in both ``anchor_image`` and ``anchor_text``; i is also the coordinate of
-every relative vector. Candidates (label-set prompts, gallery items) keep their dense embedding and
-their relative vector (a Qdrant sparse vector) in ``candidates``, so ranking them for a query is one
-sparse dot-product query.
+every relative vector. Candidates (label-set prompts, gallery items) keep their dense embedding in
+``candidates`` and their relative vector (a Qdrant sparse vector) in ``candidate_rel`` under the same
+id, so ranking them for a query is one sparse dot-product query.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ Modality = Literal["image", "text"]
 
 ANCHORS: dict[str, str] = {"image": "anchor_image", "text": "anchor_text"}
 CANDIDATES = "candidates"
+#: Each candidate's relative vector (sparse "rel") and set key, derived from the anchors (refresh.py).
+RELATIVES = "candidate_rel"
 #: Payload flag: 1 once both halves of a pair are written. Queries only see complete pairs.
 VISIBLE = Filter.where(ok=1)
 WRITE_BATCH = 512
@@ -41,12 +43,13 @@ class AsifIndex:
             backend.ensure_collection(CollectionSpec(
                 name, dense={"v": dims[modality]}, indexes={"ok": "integer", "hash": "keyword", "source": "keyword"},
             ))
-        # "state": each candidate's anchor list beyond its top-k, which keeps it exact under anchor
-        # updates without searching again (see refresh.py).
+        # A candidate's source data (embedding, payload) and its derived relative vector live in two
+        # collections under the same id: a refresh replaces the derived points wholesale (a fresh
+        # point is written twice as fast as one updated in place) and never touches the source.
         backend.ensure_collection(CollectionSpec(
-            CANDIDATES, dense={"image": dims["image"], "text": dims["text"]}, sparse=("rel", "state"),
-            indexes={"set": "keyword"},
+            CANDIDATES, dense={"image": dims["image"], "text": dims["text"]}, indexes={"set": "keyword"},
         ))
+        backend.ensure_collection(CollectionSpec(RELATIVES, sparse=("rel",), indexes={"set": "keyword"}))
         self.dims = dims
         #: >0 while an anchor update (journaled in the config) is being carried out by this process.
         self.updating = 0
@@ -227,28 +230,42 @@ class AsifIndex:
             self.anchor_topk(vecs[:0], modality)  # refuses, with the reason
         rel, lists = refresh.candidate_lists(self, vecs, modality)
         pairs = relative.to_pairs(rel)
-        k = self.config.params.k
         for start in range(0, len(ids), WRITE_BATCH):
+            rows = range(start, min(len(ids), start + WRITE_BATCH))
             self.backend.upsert(CANDIDATES, [
-                PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]},
-                          sparse={"rel": pairs[i], "state": refresh.encode_state(lists[i], k)})
-                for i in range(start, min(len(ids), start + WRITE_BATCH))
+                PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]}) for i in rows
             ])
+            self.backend.upsert(RELATIVES, [PointData(int(ids[i]), {"set": set_key}, sparse={"rel": pairs[i]}) for i in rows])
         refresh.note_put(self, set_key, ids, vecs, modality, lists)
         return rel
 
-    def rank_candidates(self, queries: sp.csr_matrix, set_key: str, limit: int) -> list[Hits]:
-        """Sparse dot-product ranking of a set's candidates for each query relative vector."""
-        return self.backend.search_sparse(
-            CANDIDATES, "rel", relative.to_pairs(queries), limit, Filter.where(set=set_key)
-        )
+    def rank_candidates(self, queries: sp.csr_matrix, set_key: str, limit: int, with_payload: bool = False) -> list[Hits]:
+        """Sparse dot-product ranking of a set's candidates for each query relative vector (with the
+        candidates' payloads, read in one call, when asked)."""
+        hits = self.backend.search_sparse(RELATIVES, "rel", relative.to_pairs(queries), limit, Filter.where(set=set_key))
+        if with_payload:
+            wanted = sorted({int(i) for h in hits for i in h.ids})
+            payloads = {p.id: p.payload for p in self.backend.retrieve(CANDIDATES, wanted, True)} if wanted else {}
+            for h in hits:
+                h.payloads = [dict(payloads.get(int(i), {})) for i in h.ids]
+        return hits
 
     def candidate_relatives(self, ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        return {p.id: p.sparse["rel"] for p in self.backend.retrieve(CANDIDATES, list(ids), False, ("rel",))}
+        return {p.id: p.sparse["rel"] for p in self.backend.retrieve(RELATIVES, list(ids), False, ("rel",))
+                if "rel" in p.sparse}
+
+    def delete_candidates(self, ids: Sequence[int]) -> None:
+        """Delete candidates (source and derived) by id."""
+        from asif_vdb import refresh
+
+        self.backend.delete(RELATIVES, ids)
+        self.backend.delete(CANDIDATES, ids)
+        refresh.note_delete(self, ids)
 
     def drop_set(self, set_key: str) -> None:
         from asif_vdb import refresh
 
+        self.backend.delete_where(RELATIVES, Filter.where(set=set_key))
         self.backend.delete_where(CANDIDATES, Filter.where(set=set_key))
         refresh.note_drop(self, set_key)
 

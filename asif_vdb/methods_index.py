@@ -287,8 +287,13 @@ def rank_gallery(index: AsifIndex, info: Any, queries: sp.csr_matrix, top: int) 
     key = f"gallery:{info.name}"
 
     def read() -> list[PointData]:
-        return [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True,
-                                                    vectors=("rel",)) for p in batch]
+        points = [p for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=True)
+                  for p in batch]
+        rels = index.candidate_relatives([p.id for p in points])
+        for p in points:
+            if p.id in rels:
+                p.sparse["rel"] = rels[p.id]
+        return points
 
     items = read()
     if not items:

@@ -37,10 +37,12 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 def label_set_vectors(index: AsifIndex, info: LabelSetInfo) -> tuple[sp.csr_matrix, np.ndarray]:
     """(relative vectors, unit embeddings) of a label set's prompts, in prompt order."""
     ids = list(range(info.first_id, info.first_id + info.n_candidates))
-    points = {p.id: p for p in index.backend.retrieve(CANDIDATES, ids, False, ("text", "rel"))}
-    if len(points) != len(ids):
-        raise StoreError(f"label set {info.name!r}: {len(ids) - len(points)} prompt(s) missing; run `asif doctor`")
-    rel = relative.from_pairs([points[i].sparse.get("rel", ([], [])) for i in ids], index.n_coords)
+    points = {p.id: p for p in index.backend.retrieve(CANDIDATES, ids, False, ("text",))}
+    rels = index.candidate_relatives(ids)
+    if len(points) != len(ids) or len(rels) != len(ids):
+        missing = len(ids) - min(len(points), len(rels))
+        raise StoreError(f"label set {info.name!r}: {missing} prompt(s) missing; run `asif doctor`")
+    rel = relative.from_pairs([rels[i] for i in ids], index.n_coords)
     return rel, np.stack([points[i].dense["text"] for i in ids])
 
 

@@ -14,23 +14,30 @@ every anchor of positive similarity). Then
 
 The relative vector is always a function of L's first k entries, so it equals a rebuild.
 
-Stored per candidate point, beside its embedding: ``rel`` (the relative vector, what queries use)
-and the sparse vector ``state``: L from its min(k, |L|)-th entry on, with raw similarities, negated
-when L is complete. The entry shared with ``rel`` gives back ``rel``'s scale, hence the raw
-similarities of L's head. Both are written in one point update, so a crash never separates them.
+Stored per candidate: its embedding in ``candidates`` (never rewritten here), its relative vector
+``rel`` (what queries use) in ``candidate_rel``, and its *state* in the blob ``candidate_state``: L
+from its min(k, |L|)-th entry on, with raw similarities, negated when L is complete, plus a
+fingerprint of the ``rel`` it was saved with. The entry shared with ``rel`` gives back ``rel``'s
+scale, hence the raw similarities of L's head. A refresh replaces the changed ``rel`` points (delete
+and insert: Qdrant writes a new point about twice as fast as it updates one in place) and then saves
+the states; a state whose fingerprint does not match its stored ``rel`` (a crash between the two) is
+not used, and that candidate is searched again.
 
 Exactness: a new anchor's similarity comes from numpy (float64), the others' from Qdrant (float32),
 about 1e-7 apart. Where an order that decides membership (the k-th entry, the end of the reserve,
 the bar for new anchors) rests on values closer than ``EPS``, the similarities of the anchors
 involved are read again from Qdrant: the numbers a rebuild would compare.
 
-Crash safety: an anchor update is journaled in the store's config before anything is written and
-cleared when every derived vector is fresh; ``recover`` (run on open) completes or rolls back an
-update left in the journal, and queries refuse to run while one is unfinished.
+Crash safety: ``rel`` points are derived data, so losing some (a crash between a delete and its
+insert) loses nothing: a missing one is searched again on open. An anchor update is journaled in
+the store's config before anything is written and cleared when every derived vector is fresh;
+``recover`` (run on open) completes or rolls back an update left in the journal, and queries refuse
+to run while one is unfinished.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,16 +48,22 @@ import numpy as np
 import scipy.sparse as sp
 
 from asif_vdb import relative
-from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex, Modality
+from asif_vdb.index import ANCHORS, CANDIDATES, RELATIVES, VISIBLE, AsifIndex, Modality
 from asif_vdb.methods_index import embed
 from asif_vdb.store.base import Filter, Hits, PointData
 
-#: Orders decided by values closer than this are re-read from Qdrant (its float32 dot products and
-#: numpy's float64 ones differ by ~1e-7).
-EPS = 1e-6
+#: Orders decided by values closer than this are re-read from Qdrant. Its scores are float32 dot
+#: products; numpy's float64 ones differ from them by at most 8.8e-8 over 600k anchor-candidate pairs
+#: of the Flickr8k benchmark store (text 384-d and image 1280-d alike: the float32 rounding of the
+#: score), so 3e-7 leaves a margin of 3.4x.
+EPS = 3e-7
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 SEARCH_BATCH = 256
-WRITE_BATCH = 1024
+WRITE_BATCH = 1000
+#: The blob holding every candidate's state (see the module docstring).
+STATE_BLOB = "candidate_state"
+#: Deleted ``rel`` points (rewrites) tolerated, as a multiple of the live ones, before compaction.
+GARBAGE_RATIO = 4.0
 EMPTY_IDS = np.zeros(0, np.int64)
 EMPTY_SIMS = np.zeros(0, np.float64)
 
@@ -64,22 +77,31 @@ def depth(k: int) -> int:
 @dataclass
 class AnchorList:
     """L: anchor ids and their raw similarities, best first; ``full`` when it holds every anchor of
-    positive similarity. An empty list is always complete."""
+    positive similarity. An empty list is always complete. ``exact`` marks the similarities that are
+    Qdrant's own numbers (None: all of them); the others (numpy's, or decoded from a stored vector)
+    may differ from Qdrant's by ~1e-7, so an order that rests on them within EPS is settled by
+    reading Qdrant's values."""
 
     ids: np.ndarray
     sims: np.ndarray
     full: bool
+    exact: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def exact_mask(self) -> np.ndarray:
+        return np.ones(len(self.ids), bool) if self.exact is None else self.exact
 
     def same(self, other: AnchorList) -> bool:
         return self.full == other.full and np.array_equal(self.ids, other.ids)
 
 
-def sort_entries(ids: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sort_entries(ids: np.ndarray, sims: np.ndarray, *more: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sorted by similarity, best first, equal ones by id (the rebuild's order); ``more`` arrays
+    are permuted alongside."""
     order = np.lexsort((ids, -sims))
-    return ids[order], sims[order]
+    return (ids[order], sims[order], *(m[order] for m in more))
 
 
 def from_hits(hits: Hits, K: int) -> AnchorList:
@@ -122,24 +144,25 @@ def decode_state(rel: tuple[np.ndarray, np.ndarray] | None, state: tuple[np.ndar
     ids, sims = sort_entries(
         np.concatenate([np.asarray(r_ids, np.int64), s_ids[tail]]), np.concatenate([head, s_sims[tail]])
     )
-    return AnchorList(ids, sims, full)
+    return AnchorList(ids, sims, full, np.zeros(len(ids), bool))  # decoded: not Qdrant's exact numbers
 
 
 def update_list(
     lst: AnchorList, gone: np.ndarray | None, new_ids: np.ndarray, new_sims: np.ndarray, k: int, K: int,
-    check: bool = True,
+    check: bool = True, new_exact: np.ndarray | None = None,
 ) -> tuple[AnchorList | None, np.ndarray | None]:
     """One candidate's list after deleting the anchors marked in ``gone`` (a boolean table indexed by
     anchor id, or None) and adding anchors with these similarities.
 
     Returns (L', None), or (None, None) when L' cannot be known without a new search (too few
     entries left), or (None, ids) when an order at a boundary rests on values closer than EPS: the
-    caller re-reads those anchors' similarities from Qdrant and calls again with ``check=False``."""
-    ids, sims, full = lst.ids, lst.sims, lst.full
+    caller re-reads those anchors' similarities from Qdrant and calls again with ``check=False``
+    (``new_exact`` then marks the new similarities that are Qdrant's)."""
+    ids, sims, full, ex = lst.ids, lst.sims, lst.full, lst.exact_mask()
     if gone is not None and len(ids):
         dropped = gone[ids]
         if dropped.any():
-            ids, sims = ids[~dropped], sims[~dropped]
+            ids, sims, ex = ids[~dropped], sims[~dropped], ex[~dropped]
     if not full and len(ids) < k:
         return None, None
     involved: list[np.ndarray] = []
@@ -151,25 +174,48 @@ def update_list(
         if not full:  # equal similarity: the lower id ranks first (as in index.anchor_topk)
             enter |= (new_sims == bar) & (new_ids < ids[-1])
         e_ids, e_sims = new_ids[enter], new_sims[enter]
+        e_ex = new_exact[enter] if new_exact is not None else np.zeros(len(e_ids), bool)
         if len(e_ids) and len(ids) and e_ids.min() <= ids.max():  # a re-run: some are in already
             fresh = ~np.isin(e_ids, ids)
-            e_ids, e_sims = e_ids[fresh], e_sims[fresh]
+            e_ids, e_sims, e_ex = e_ids[fresh], e_sims[fresh], e_ex[fresh]
         if len(e_ids) and not check:  # settled values: sort everything by (similarity, id)
-            ids, sims = sort_entries(np.concatenate([ids, e_ids]), np.concatenate([sims, e_sims]))
+            ids, sims, ex = sort_entries(np.concatenate([ids, e_ids]), np.concatenate([sims, e_sims]),
+                                         np.concatenate([ex, e_ex]))
         elif len(e_ids):  # insert into the sorted list; near ties are settled by the boundary checks
             if len(e_ids) > 1:
                 e_ids, e_sims = sort_entries(e_ids, e_sims)
-            at = np.searchsorted(-sims, -e_sims, side="right")
-            ids, sims = np.insert(ids, at, e_ids), np.insert(sims, at, e_sims)
+            ids, sims, ex = _insert_sorted(ids, sims, ex, e_ids, e_sims)
     if check:
         for b in (k, K):
-            if len(ids) > b and sims[b - 1] - sims[b] < EPS:
+            if len(ids) > b and sims[b - 1] - sims[b] < EPS and not _settled(sims, ex, b):
                 involved.append(_near(ids, sims, new_ids, new_sims, 0.5 * (sims[b - 1] + sims[b])))
         if involved:
             return None, np.unique(np.concatenate(involved))
     if len(ids) > K:
-        ids, sims, full = ids[:K], sims[:K], False
-    return AnchorList(ids, sims, full), None
+        ids, sims, ex, full = ids[:K], sims[:K], ex[:K], False
+    return AnchorList(ids, sims, full, None if ex.all() else ex), None
+
+
+def _settled(sims: np.ndarray, ex: np.ndarray, b: int) -> bool:
+    """Whether the cut after entry b-1 is decided by Qdrant's own numbers: every entry within EPS of
+    it is exact (they sort by (similarity, id) as a rebuild does, and no inexact one can cross)."""
+    lo = np.searchsorted(-sims, -(sims[b - 1] + EPS), side="left")
+    hi = np.searchsorted(-sims, -(sims[b] - EPS), side="right")
+    return bool(ex[lo:hi].all())
+
+
+def _insert_sorted(ids: np.ndarray, sims: np.ndarray, ex: np.ndarray, e_ids: np.ndarray,
+                   e_sims: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both lists sorted best first: the merged list (a new entry, inexact, goes after equal old ones)."""
+    at = np.searchsorted(-sims, -e_sims, side="right") + np.arange(len(e_ids))
+    old = np.ones(len(ids) + len(e_ids), bool)
+    old[at] = False
+    out_ids, out_sims = np.empty(len(old), ids.dtype), np.empty(len(old), sims.dtype)
+    out_ids[at], out_sims[at] = e_ids, e_sims
+    out_ids[old], out_sims[old] = ids, sims
+    out_ex = np.zeros(len(old), bool)
+    out_ex[old] = ex
+    return out_ids, out_sims, out_ex
 
 
 def _near(ids: np.ndarray, sims: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, value: float) -> np.ndarray:
@@ -186,6 +232,28 @@ def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]
         return EMPTY_IDS, np.zeros(0, np.float32)
     order = np.argsort(ids)
     return ids[order], (w[order] / norm).astype(np.float32)
+
+
+def rel_lists(lst: AnchorList, k: int, p: float) -> tuple[list[int], list[float], int]:
+    """One relative vector as Python lists (anchor ids, float32 values), the form the engine takes:
+    the numbers of ``rel_matrix``'s row, built without a sparse matrix (a refresh writes thousands);
+    and the vector's fingerprint."""
+    sims = lst.sims[:k]
+    w = np.maximum(sims, 0.0) if p == 1.0 else np.power(np.maximum(sims, 0.0), p)
+    ids = lst.ids[:k]
+    if len(w) and w[-1] <= 0:  # sims are sorted: drop the zero tail
+        keep = w > 0
+        ids, w = ids[keep], w[keep]
+    norm = float(np.sqrt(np.dot(w, w)))
+    if norm < relative.ZERO_NORM:
+        return [], [], fingerprint(EMPTY_IDS)
+    return ids.tolist(), (w / norm).astype(np.float32).tolist(), fingerprint(ids)
+
+
+def fingerprint(rel_ids: np.ndarray) -> int:
+    """Identifies a stored relative vector's support, so that a saved state is only used beside the
+    ``rel`` it was saved with."""
+    return len(rel_ids) * 1_000_003 + int(np.asarray(rel_ids, np.int64).sum())
 
 
 def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
@@ -244,12 +312,24 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
         if index.backend.count(CANDIDATES) != len(set(int(i) for i in ids)):
-            return  # other candidates exist that this process never read: load them when needed
+            save_states(index, np.asarray(ids, np.int64), lists)  # others exist that this process never read
+            return
         cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
     cache.groups[modality].put(ids, vecs, set_key, lists)
     for other in MODALITIES:  # an id rewritten with the other modality leaves that group
         if other != modality:
             cache.groups[other].remove(np.isin(cache.groups[other].ids, np.asarray(ids, np.int64)))
+    cache.count = sum(len(g.ids) for g in cache.groups.values())
+    save_states(index)
+
+
+def note_delete(index: AsifIndex, ids: Sequence[int]) -> None:
+    """Called after candidates are deleted by id."""
+    cache = getattr(index, "_refresh_cache", None)
+    if cache is None:
+        return
+    for g in cache.groups.values():
+        g.remove(np.isin(g.ids, np.asarray(list(ids), np.int64)))
     cache.count = sum(len(g.ids) for g in cache.groups.values())
 
 
@@ -262,40 +342,75 @@ def note_drop(index: AsifIndex, set_key: str) -> None:
     cache.count = sum(len(g.ids) for g in cache.groups.values())
 
 
+def stored(index: AsifIndex, modality: Modality) -> list[tuple[int, np.ndarray, str, tuple | None, AnchorList | None]]:
+    """Every candidate of one modality as stored: (id, embedding, set key, its ``rel`` or None when
+    missing, its list L or None when no valid state was saved beside that ``rel``)."""
+    rels = {p.id: p.sparse.get("rel", (EMPTY_IDS, EMPTY_SIMS))
+            for batch in index.backend.scroll(RELATIVES, None, False, ("rel",)) for p in batch}
+    states = _read_states(index)
+    p = index.config.params.p
+    fps = _fingerprints(index)
+    out = []
+    for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=(modality,)):
+        for point in batch:
+            if modality not in point.dense:
+                continue
+            rel, lst = rels.get(point.id), None
+            state = states.get(point.id)
+            if rel is not None:
+                fps[point.id] = fingerprint(rel[0])
+                if state is not None and state[0] == fps[point.id]:
+                    lst = decode_state(rel, state[1], p)
+            out.append((point.id, point.dense[modality], str(point.payload.get("set", "")), rel, lst))
+    return out
+
+
 def load(index: AsifIndex) -> Cache:
-    """Every candidate's embedding and list, from the store (or the cache)."""
+    """Every candidate's embedding and list, from the store (or the cache). Candidates without a
+    usable ``rel`` and state (a store written before they existed, or a crash mid-refresh) are
+    searched again and written."""
     cache = _cache(index)
     if cache is not None:
         return cache
     groups = {m: Group(m) for m in MODALITIES}
-    rows: dict[str, tuple[list[int], list[np.ndarray], list[str], list[AnchorList | None]]] = {
-        m: ([], [], [], []) for m in MODALITIES
-    }
-    p = index.config.params.p
-    for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=("image", "text", "rel", "state")):
-        for point in batch:
-            modality = "image" if "image" in point.dense else "text"
-            if modality not in point.dense:
-                continue
-            ids, vecs, sets, lists = rows[modality]
-            ids.append(point.id)
-            vecs.append(point.dense[modality])
-            sets.append(str(point.payload.get("set", "")))
-            lists.append(decode_state(point.sparse.get("rel"), point.sparse.get("state"), p))
-    for m, (ids, vecs, sets, lists) in rows.items():
-        if not ids:
+    repaired = False
+    for m in MODALITIES:
+        rows = stored(index, m)
+        if not rows:
             continue
-        dense = np.stack(vecs).astype(np.float32)
+        ids = np.asarray([r[0] for r in rows], np.int64)
+        dense = np.stack([r[1] for r in rows]).astype(np.float32)
+        sets = [r[2] for r in rows]
+        lists = [r[4] for r in rows]
         unknown = [i for i, lst in enumerate(lists) if lst is None]
-        if unknown:  # stored before lists existed (or damaged): search them once
+        if unknown:
             for i, lst in zip(unknown, search_lists(index, dense[unknown], m)):
                 lists[i] = lst
-            write(index, np.asarray(ids)[unknown], [lists[i] for i in unknown])  # type: ignore[misc]
+            write(index, ids[unknown], [lists[i] for i in unknown], [sets[i] for i in unknown])  # type: ignore[misc]
+            repaired = True
         groups[m].put(ids, dense, "", lists)  # type: ignore[arg-type]
         groups[m].sets = sets
     cache = Cache(groups, sum(len(g.ids) for g in groups.values()))
     index._refresh_cache = cache  # type: ignore[attr-defined]
+    if repaired:
+        save_states(index)
     return cache
+
+
+def check_derived(index: AsifIndex) -> int:
+    """On open: when the derived ``rel`` points do not match the candidates one to one (an older
+    store, or a crash mid-refresh), load (which searches and writes the missing ones) and drop
+    ``rel`` points of candidates that no longer exist. Returns how many candidates were searched."""
+    n_cand, n_rel = index.backend.count(CANDIDATES), index.backend.count(RELATIVES)
+    if n_cand == n_rel:
+        return 0
+    cand = {p.id for batch in index.backend.scroll(CANDIDATES, None, False) for p in batch}
+    extra = [p.id for batch in index.backend.scroll(RELATIVES, None, False) for p in batch if p.id not in cand]
+    index.backend.delete(RELATIVES, extra)
+    index._refresh_cache = None  # type: ignore[attr-defined]
+    before = index.backend.count(RELATIVES)
+    load(index)
+    return max(0, len(cand) - before)
 
 
 # -- store reads and writes -----------------------------------------------------------------------
@@ -316,17 +431,126 @@ def exact_sims(index: AsifIndex, vecs: np.ndarray, modality: Modality,
     return [(h.ids.astype(np.int64), h.scores.astype(np.float64)) for h in hits]
 
 
-def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList]) -> None:
-    """Store the relative vectors and states of these candidates (their other data is untouched)."""
+def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList],
+          sets: Sequence[str] | None = None) -> float:
+    """Store the relative vectors of these candidates (their embeddings are untouched): each batch
+    of ``rel`` points is deleted and written anew. ``sets`` (each candidate's set key) is read from
+    the candidates when not given. Returns the seconds spent compacting (see GARBAGE_RATIO); the
+    caller saves the states afterwards (``save_states``)."""
     if not len(ids):
-        return
+        return 0.0
+    ids = [int(i) for i in ids]
+    with _gc_paused():
+        return _write(index, ids, lists, sets)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A write builds millions of short-lived Python numbers and thousands of lists for the engine;
+    the cyclic collector would walk every live object of the process (torch's included) many times
+    meanwhile, for nothing: none of these form cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: Sequence[str] | None) -> float:
+    if sets is None:
+        got = {p.id: str(p.payload.get("set", "")) for p in index.backend.retrieve(CANDIDATES, ids, ["set"])}
+        sets = [got.get(i, "") for i in ids]
     k, p = index.config.params.k, index.config.params.p
-    rel = [rel_pair(lst, k, p) for lst in lists]
-    points = [
-        PointData(int(i), sparse={"rel": r, "state": encode_state(lst, k)}) for i, r, lst in zip(ids, rel, lists)
-    ]
-    for start in range(0, len(points), WRITE_BATCH):
-        index.backend.update_vectors(CANDIDATES, points[start : start + WRITE_BATCH])
+    fps = _fingerprints(index)
+    for start in range(0, len(ids), WRITE_BATCH):
+        batch = []
+        for i, key, lst in zip(ids[start : start + WRITE_BATCH], sets[start : start + WRITE_BATCH],
+                               lists[start : start + WRITE_BATCH]):
+            rel_ids, rel_vals, fps[i] = rel_lists(lst, k, p)
+            batch.append(PointData(i, {"set": key}, sparse={"rel": (rel_ids, rel_vals)}))
+        index.backend.delete(RELATIVES, [pt.id for pt in batch])
+        index.backend.upsert(RELATIVES, batch)
+    return _compact(index, len(ids))
+
+
+def _fingerprints(index: AsifIndex) -> dict[int, int]:
+    """id -> fingerprint of the ``rel`` this process last wrote or read for it."""
+    fps = getattr(index, "_rel_fingerprints", None)
+    if fps is None:
+        fps = index._rel_fingerprints = {}  # type: ignore[attr-defined]
+    return fps
+
+
+def _compact(index: AsifIndex, rewritten: int) -> float:
+    """Deleted points stay in the engine's indexes until compaction; compact once the rewrites since
+    the last one exceed GARBAGE_RATIO times the live points (so queries stay fast)."""
+    garbage = getattr(index, "_rel_garbage", 0) + rewritten
+    live = index.backend.count(RELATIVES)
+    if garbage <= GARBAGE_RATIO * max(live, 1):
+        index._rel_garbage = garbage  # type: ignore[attr-defined]
+        return 0.0
+    t = time.perf_counter()
+    index.backend.optimize(RELATIVES)
+    index._rel_garbage = 0  # type: ignore[attr-defined]
+    return time.perf_counter() - t
+
+
+def _read_states(index: AsifIndex) -> dict[int, tuple[int, tuple[np.ndarray, np.ndarray]]]:
+    """id -> (fingerprint of its rel, state), from the blob (empty when there is none)."""
+    blob = index.backend.read_blob(STATE_BLOB)
+    if blob is None:
+        return {}
+    try:
+        ids, fps, ptr, s_ids, s_vals = (blob[k] for k in ("ids", "fingerprints", "indptr", "state_ids", "state_values"))
+    except KeyError:
+        return {}
+    return {int(i): (int(f), (s_ids[a:b].astype(np.int64), s_vals[a:b].astype(np.float32)))
+            for i, f, a, b in zip(ids.tolist(), fps.tolist(), ptr[:-1].tolist(), ptr[1:].tolist())}
+
+
+def _state_arrays(index: AsifIndex, ids: np.ndarray, lists: Sequence[AnchorList]) -> dict[str, np.ndarray]:
+    k, p = index.config.params.k, index.config.params.p
+    known = _fingerprints(index)
+    fps = np.asarray([known[i] if i in known else rel_lists(lst, k, p)[2]
+                      for i, lst in zip(np.asarray(ids).tolist(), lists)], np.int64)
+    states = [encode_state(lst, k) for lst in lists]
+    ptr = np.zeros(len(states) + 1, np.int64)
+    np.cumsum([len(st[0]) for st in states], out=ptr[1:])
+    return {"ids": np.asarray(ids, np.int64), "fingerprints": fps, "indptr": ptr,
+            "state_ids": np.concatenate([st[0] for st in states]).astype(np.int32) if states else EMPTY_IDS,
+            "state_values": np.concatenate([st[1] for st in states]).astype(np.float32) if states else EMPTY_SIMS}
+
+
+def save_states(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[AnchorList] | None = None) -> None:
+    """Save every candidate's state from the cache; or, without a cache, merge the states of these
+    candidates into the saved ones."""
+    cache = getattr(index, "_refresh_cache", None)
+    if cache is not None:
+        all_ids = np.concatenate([g.ids for g in cache.groups.values()])
+        all_lists = [lst for g in cache.groups.values() for lst in g.lists]
+        index.backend.write_blob(STATE_BLOB, _state_arrays(index, all_ids, all_lists))
+        return
+    if ids is None or lists is None:
+        return
+    old = _read_states(index)
+    for i in ids.tolist():
+        old.pop(int(i), None)
+    new = _state_arrays(index, ids, lists)
+    if old:
+        keep = sorted(old)
+        fps = np.asarray([old[i][0] for i in keep], np.int64)
+        lens = [len(old[i][1][0]) for i in keep]
+        ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
+        new = {
+            "ids": np.concatenate([np.asarray(keep, np.int64), new["ids"]]),
+            "fingerprints": np.concatenate([fps, new["fingerprints"]]),
+            "indptr": np.concatenate([ptr, ptr[-1] + new["indptr"][1:]]),
+            "state_ids": np.concatenate([*(old[i][1][0].astype(np.int32) for i in keep), new["state_ids"]]),
+            "state_values": np.concatenate([*(old[i][1][1] for i in keep), new["state_values"]]).astype(np.float32),
+        }
+    index.backend.write_blob(STATE_BLOB, new)
 
 
 def candidate_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> tuple[sp.csr_matrix, list[AnchorList]]:
@@ -372,6 +596,12 @@ def apply(
     harmless, which is what lets ``recover`` re-run an interrupted refresh.
 
     ``vectors`` optionally gives the added anchors' (ids, unit vectors) per modality, saving a read."""
+    with _gc_paused():
+        return _apply(index, added, deleted, vectors)
+
+
+def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
+           vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> RefreshReport:
     report = RefreshReport()
     deleted_arr = np.unique(np.asarray(list(deleted), np.int64))
     added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))
@@ -383,6 +613,7 @@ def apply(
     t = report.timed("load", t)
     changed_ids: list[int] = []
     changed_lists: list[AnchorList] = []
+    changed_sets: list[str] = []
     for modality in MODALITIES:
         group = cache.groups[modality]
         if not len(group.ids):
@@ -397,9 +628,15 @@ def apply(
             group.lists[row] = lst
             changed_ids.append(int(group.ids[row]))
             changed_lists.append(lst)
+            changed_sets.append(group.sets[row])
     t = time.perf_counter()
-    write(index, changed_ids, changed_lists)
-    report.timed("write", t)
+    compact_s = write(index, changed_ids, changed_lists, changed_sets)
+    t = report.timed("write", t)
+    if changed_ids:
+        save_states(index)
+    report.timed("save_states", t)
+    if compact_s:
+        report.seconds["compact"] = round(compact_s, 4)
     report.rewritten = len(changed_ids)
     return report
 
@@ -447,9 +684,12 @@ def _update_group(
         exact = exact_sims(index, group.dense[rows], group.modality, [inv for _, inv in pending])
         for (row, _), (ex_ids, ex_sims) in zip(pending, exact):
             lst = lists[row]
-            base = AnchorList(*sort_entries(lst.ids, _replace(lst.ids, lst.sims, ex_ids, ex_sims)), lst.full)
+            ex = lst.exact_mask() | np.isin(lst.ids, ex_ids)
+            b_ids, b_sims, b_ex = sort_entries(lst.ids, _replace(lst.ids, lst.sims, ex_ids, ex_sims), ex)
+            base = AnchorList(b_ids, b_sims, lst.full, b_ex)
             row_sims = _replace(new_ids, sims[row], ex_ids, ex_sims) if sims is not None else no_sims
-            new, _ = update_list(base, gone, new_ids, row_sims, k, K, check=False)
+            new, _ = update_list(base, gone, new_ids, row_sims, k, K, check=False,
+                                 new_exact=np.isin(new_ids, ex_ids))
             if new is None:
                 research.append(row)
             elif not new.same(lst) or not np.array_equal(new.sims, lst.sims):
@@ -577,6 +817,7 @@ def recover(index: AsifIndex) -> dict[str, Any]:
     other pair not marked complete. Returns what was done."""
     done: dict[str, Any] = {"completed": [], "rolled_back": [], "deleted": [], "refreshed": 0}
     with _updating(index):
+        done["searched"] = check_derived(index)
         for entry in list(index.config.journal):
             if entry.get("op") == "add":
                 suspects = list(range(int(entry["from"]), index.config.next_anchor_id))

@@ -145,8 +145,8 @@ def main() -> None:
         pool = val[args.gallery:] + test
         extra = [pool[i] for i in rng.choice(len(pool), min(args.n, len(pool)), replace=False)]
         e_img, e_cap, e_pay = pairs(f8k, extra)
-        first = np.asarray([i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[pl["image"]][0]])
-        second = np.asarray([i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[pl["image"]][1]])
+        first = np.asarray([i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[Path(pl["image"]).name][0]])
+        second = np.asarray([i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[Path(pl["image"]).name][1]])
         add_img = emb["flickr_images"][np.asarray(e_img)[first]]
         add_cap = emb["flickr_captions"][np.asarray(e_cap)[first]]
         add_pay = [e_pay[i] for i in first]
@@ -177,7 +177,7 @@ def main() -> None:
         anchors_after = client.count()
 
         # Smaller updates touch fewer candidates: add n pairs (third captions), then delete them.
-        third = [i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[pl["image"]][2]]
+        third = [i for i, pl in enumerate(e_pay) if pl["caption"] == f8k.captions[Path(pl["image"]).name][2]]
         small = []
         for n in args.small:
             rows = np.asarray(third[:n])

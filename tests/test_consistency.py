@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from test_refresh import DI, DT, add, anchor_ids, assert_fresh, make_store, put_sets, unit
 
+from asif_vdb import refresh
 from asif_vdb.client import AsifClient
 from asif_vdb.config import LabelSetInfo
 from asif_vdb.errors import StoreError
@@ -81,11 +82,14 @@ KILL_POINTS = [  # (update, backend call, collection prefix, nth such call, die 
     ("add", "upsert", "anchor_", 1, "after"),   # caption half written, image half never: rolled back
     ("add", "upsert", "anchor_", 2, "after"),   # both halves written, none committed: completed
     ("add", "set_payload", "anchor_", 1, "after"),  # image half visible, caption half not: completed
-    ("add", "update_vectors", "candidates", 1, "before"),  # pairs visible, candidates not refreshed
-    ("add", "update_vectors", "candidates", 1, "after"),   # refreshed, journal not yet cleared
+    ("add", "delete", "candidate_rel", 1, "before"),  # pairs visible, candidates not refreshed
+    ("add", "delete", "candidate_rel", 1, "after"),  # derived vectors deleted, not yet written again
+    ("add", "upsert", "candidate_rel", 1, "after"),  # derived vectors written, their states not saved
+    ("add", "write_blob", "candidate_state", 1, "after"),  # refreshed, journal not yet cleared
     ("delete", "set_payload", "anchor_", 1, "after"),  # image half hidden, caption half visible
     ("delete", "delete", "anchor_", 1, "after"),  # caption half deleted, image half still there
-    ("delete", "update_vectors", "candidates", 1, "before"),
+    ("delete", "delete", "candidate_rel", 1, "before"),
+    ("delete", "upsert", "candidate_rel", 1, "after"),
 ]
 
 
@@ -179,10 +183,10 @@ def test_a_deleted_anchor_never_appears_in_any_result(tmp_path) -> None:
 
     assert client.anchors(sorted(gone)) == {}
     assert not set(client.index.relative(queries, "image").indices.tolist()) & gone
-    for b in client.backend.scroll(CANDIDATES, None, with_payload=False, vectors=("rel", "state")):
-        for p in b:
-            for name in ("rel", "state"):
-                assert not set(p.sparse.get(name, ([], []))[0].tolist()) & gone
+    for m in ("image", "text"):
+        for _, _, _, rel, lst in refresh.stored(client.index, m):
+            assert not set(rel[0].tolist()) & gone
+            assert not set(lst.ids.tolist()) & gone
     for hits in client.search_embeddings(unit(rng, 10, DT), "text", "anchors", top=50):
         assert not {h.id for h in hits} & gone
     for result in client.classify_embeddings(queries, "t", top=8, threshold=None):

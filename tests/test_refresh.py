@@ -79,25 +79,25 @@ def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
     """Every candidate's stored relative vector equals the rebuild's, and its stored list is the true
     top of its anchors (ids, completeness)."""
     index = client.index
-    k, K, p = index.config.params.k, refresh.depth(index.config.params.k), index.config.params.p
+    k, K = index.config.params.k, refresh.depth(index.config.params.k)
     for m in ("image", "text"):
-        points = [pt for b in index.backend.scroll(CANDIDATES, None, False, (m, "rel", "state")) for pt in b
-                  if m in pt.dense]
+        points = refresh.stored(index, m)
         if not points:
             continue
-        vecs = np.stack([pt.dense[m] for pt in points])
+        vecs = np.stack([pt[1] for pt in points])
         want = index.relative(vecs, m).toarray()
         got = np.zeros_like(want)
         for row, pt in enumerate(points):
-            idx, vals = pt.sparse.get("rel", (np.zeros(0, np.int64), np.zeros(0)))
+            assert pt[3] is not None, f"candidate {pt[0]} has no stored relative vector"
+            idx, vals = pt[3]
             got[row, idx] = vals
         assert np.abs(want - got).max(initial=0.0) <= tol
         every = index.anchor_count() + 1  # search every anchor: the whole positive ranking
         truth = [refresh.from_hits(h, every) for h in index.backend.search_dense(
             ANCHORS[m], "v", vecs, every, VISIBLE)]
         for pt, true in zip(points, truth):
-            lst = refresh.decode_state(pt.sparse.get("rel"), pt.sparse.get("state"), p)
-            assert lst is not None
+            lst = pt[4]
+            assert lst is not None, f"candidate {pt[0]} has no usable saved state"
             assert min(k, len(true)) <= len(lst) <= K
             # the same anchors as the true ranking's head, with the same similarities; their order
             # inside the list may differ only between near-equal values (settled when it matters)
@@ -216,7 +216,8 @@ def test_only_affected_candidates_are_rewritten(tmp_path) -> None:
 
 
 def test_candidates_stored_without_state_are_searched_once(tmp_path) -> None:
-    """Candidates written before lists existed (no "state") get one from a search, then stay exact."""
+    """Candidates written without a derived relative vector or state (an older store's layout, or a
+    crash between the two writes) get them from a search on open, then stay exact."""
     from asif_vdb.store.base import PointData
 
     rng = np.random.default_rng(6)
@@ -226,8 +227,14 @@ def test_candidates_stored_without_state_are_searched_once(tmp_path) -> None:
     rel = client.index.relative(vecs, "text")
     from asif_vdb.relative import to_pairs
 
-    client.backend.upsert(CANDIDATES, [PointData(100 + i, {"set": "labels:old"}, {"text": vecs[i]}, {"rel": r})
-                                       for i, r in enumerate(to_pairs(rel))])
+    assert len(to_pairs(rel)) == 5
+    client.backend.upsert(CANDIDATES, [PointData(100 + i, {"set": "labels:old"}, {"text": vecs[i]})
+                                       for i in range(5)])
+    client.close()
+    client = AsifClient(tmp_path / "s")  # on open: the five are searched and written
+    assert client.last_repair.get("searched") == 5
+    hits = client.index.rank_candidates(rel, "labels:old", 5)
+    assert all(100 + i in h.ids for i, h in enumerate(hits)), "each repaired candidate is found by its own vector"
     add(client, rng, 5)
     assert_fresh(client)
     client.close()

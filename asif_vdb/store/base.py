@@ -6,12 +6,19 @@ only the small set of vector-database operations below, implemented once per eng
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
+#: Collection of the generic blob store, and the bytes of one of its points.
+BLOBS = "asif_blobs"
+BLOB_CHUNK = 4 << 20
 
 PayloadType = Literal["keyword", "integer"]
 SparseRow = tuple[np.ndarray, np.ndarray]
@@ -173,5 +180,52 @@ class Backend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook, most engines write durably already
         """Make every write durable (no-op where writes already are)."""
 
+    def optimize(self, collection: str) -> None:  # noqa: B027 - optional hook
+        """Reclaim the space and search time of deleted points (no-op where the engine does it itself)."""
+
+    # -- blobs: derived arrays kept beside the collections ----------------------------------------
+    def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Replace the arrays stored under ``name`` (generic version: base64 chunks in a payload
+        collection; an engine with a local directory writes a file instead)."""
+        data = _pack(arrays)
+        chunks = [data[i : i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)] or [b""]
+        self.ensure_collection(CollectionSpec(BLOBS, indexes={"blob": "keyword"}))
+        self.delete_where(BLOBS, Filter.where(blob=name))
+        self.upsert(BLOBS, [
+            PointData(_blob_id(name, i), {"blob": name, "part": i, "parts": len(chunks),
+                                          "data": base64.b64encode(c).decode("ascii")})
+            for i, c in enumerate(chunks)
+        ])
+
+    def read_blob(self, name: str) -> dict[str, np.ndarray] | None:
+        """The arrays stored under ``name``, or None when there are none (or they are incomplete)."""
+        if not self.has_collection(BLOBS):
+            return None
+        self.ensure_collection(CollectionSpec(BLOBS, indexes={"blob": "keyword"}))
+        parts = [p for batch in self.scroll(BLOBS, Filter.where(blob=name)) for p in batch]
+        if not parts or len(parts) != int(parts[0].payload.get("parts", -1)):
+            return None
+        parts.sort(key=lambda p: int(p.payload["part"]))
+        return _unpack(b"".join(base64.b64decode(p.payload["data"]) for p in parts))
+
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _pack(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def _unpack(data: bytes) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError):  # damaged: the caller recomputes what it held
+        return None
+
+
+def _blob_id(name: str, part: int) -> int:
+    """A stable point id per (blob, chunk)."""
+    return int.from_bytes(hashlib.sha256(f"{name}\0{part}".encode()).digest()[:7], "big")

@@ -129,8 +129,9 @@ class EdgeBackend(Backend):
         qe = _edge()
         vector: dict[str, Any] = {n: np.asarray(v, np.float32).tolist() for n, v in p.dense.items()}
         for n, (idx, vals) in p.sparse.items():
-            vector[n] = qe.SparseVector(indices=np.asarray(idx, np.int64).tolist(),
-                                        values=np.asarray(vals, np.float32).tolist())
+            if not isinstance(idx, list):  # lists are taken as they are (refresh builds them in bulk)
+                idx, vals = np.asarray(idx, np.int64).tolist(), np.asarray(vals, np.float32).tolist()
+            vector[n] = qe.SparseVector(indices=idx, values=vals)
         return vector
 
     @staticmethod
@@ -256,6 +257,31 @@ class EdgeBackend(Backend):
     def count(self, collection: str, where: Filter | None = None) -> int:
         qe = _edge()
         return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=self._filter(where))))
+
+    def optimize(self, collection: str) -> None:
+        self._shard(collection).optimize()
+
+    # -- blobs: one .npz file each, replaced atomically --------------------------------------------
+    def _blob_path(self, name: str) -> Path:
+        return self.path / "blobs" / f"{name}.npz"
+
+    def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        path = self._blob_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+
+    def read_blob(self, name: str) -> dict[str, np.ndarray] | None:
+        path = self._blob_path(name)
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError):  # damaged: the caller recomputes what it held
+            return None
 
     def flush(self) -> None:
         for shard in self._shards.values():
