@@ -210,7 +210,7 @@ def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed:
         return Check("fresh", False, detail)
     index._refresh_cache = None  # type: ignore[attr-defined]
     refresh.write(index, bad, [lists_of[i] for i in bad])
-    refresh.save_states(index, np.asarray(bad, np.int64), [lists_of[i] for i in bad])
+    refresh.save_lists(index, np.asarray(bad, np.int64), [lists_of[i] for i in bad])
     return Check("fresh", False, detail, f"rewrote {len(bad)} candidate(s) from a recomputation")
 
 

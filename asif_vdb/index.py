@@ -229,13 +229,12 @@ class AsifIndex:
         if self.config.journal and not self.updating:
             self.anchor_topk(vecs[:0], modality)  # refuses, with the reason
         rel, lists = refresh.candidate_lists(self, vecs, modality)
-        pairs = relative.to_pairs(rel)
         for start in range(0, len(ids), WRITE_BATCH):
-            rows = range(start, min(len(ids), start + WRITE_BATCH))
             self.backend.upsert(CANDIDATES, [
-                PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]}) for i in rows
+                PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]})
+                for i in range(start, min(len(ids), start + WRITE_BATCH))
             ])
-            self.backend.upsert(RELATIVES, [PointData(int(ids[i]), {"set": set_key}, sparse={"rel": pairs[i]}) for i in rows])
+        refresh.write(self, ids, lists, [set_key] * len(ids))
         refresh.note_put(self, set_key, ids, vecs, modality, lists)
         return rel
 

@@ -15,18 +15,17 @@ every anchor of positive similarity). Then
 The relative vector is always a function of L's first k entries, so it equals a rebuild.
 
 Stored per candidate: its embedding in ``candidates`` (never rewritten here), its relative vector
-``rel`` (what queries use) in ``candidate_rel``, and its *state* in the blob ``candidate_state``: L
-from its min(k, |L|)-th entry on, with raw similarities, negated when L is complete, plus a
-fingerprint of the ``rel`` it was saved with. The entry shared with ``rel`` gives back ``rel``'s
-scale, hence the raw similarities of L's head. A refresh replaces the changed ``rel`` points (delete
-and insert: Qdrant writes a new point about twice as fast as it updates one in place) and then saves
-the states; a state whose fingerprint does not match its stored ``rel`` (a crash between the two) is
-not used, and that candidate is searched again.
+``rel`` (what queries use) in ``candidate_rel`` with the generation of the write that made it, and
+its list L in the blob ``candidate_lists``, with the generation of its ``rel``. A refresh replaces
+the changed ``rel`` points (delete and insert: Qdrant writes a new point about twice as fast as it
+updates one in place), then saves the lists; on open, a list whose generation differs from its
+stored ``rel``'s (a crash between the two) is not used, and that candidate is searched again.
 
 Exactness: a new anchor's similarity comes from numpy (float64), the others' from Qdrant (float32),
-about 1e-7 apart. Where an order that decides membership (the k-th entry, the end of the reserve,
-the bar for new anchors) rests on values closer than ``EPS``, the similarities of the anchors
-involved are read again from Qdrant: the numbers a rebuild would compare.
+up to ~1e-7 apart; L marks which of its similarities are Qdrant's own. Where an order that decides
+membership (the k-th entry, the end of the reserve, the bar for new anchors) rests on values closer
+than ``EPS`` and one of them is not Qdrant's, the similarities of the anchors involved are read
+again from Qdrant: the numbers a rebuild would compare.
 
 Crash safety: ``rel`` points are derived data, so losing some (a crash between a delete and its
 insert) loses nothing: a missing one is searched again on open. An anchor update is journaled in
@@ -60,8 +59,10 @@ EPS = 3e-7
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 SEARCH_BATCH = 256
 WRITE_BATCH = 1000
-#: The blob holding every candidate's state (see the module docstring).
-STATE_BLOB = "candidate_state"
+#: The blob holding every candidate's list (see the module docstring), and its layout's version.
+#: (8,000 candidates with k=800 make about 60 MB; rewritten after each refresh.)
+STATE_BLOB = "candidate_lists"
+STATE_VERSION = 2
 #: Deleted ``rel`` points (rewrites) tolerated, as a multiple of the live ones, before compaction.
 GARBAGE_RATIO = 4.0
 EMPTY_IDS = np.zeros(0, np.int64)
@@ -111,40 +112,6 @@ def from_hits(hits: Hits, K: int) -> AnchorList:
     keep = scores > 0
     ids, sims = sort_entries(hits.ids[keep].astype(np.int64), scores[keep])
     return AnchorList(ids, sims, full)
-
-
-def encode_state(lst: AnchorList, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``state`` sparse vector: L from entry min(k, |L|)-1 on, negated when complete."""
-    if not len(lst):
-        return EMPTY_IDS, np.zeros(0, np.float32)
-    start = min(k, len(lst)) - 1
-    vals = np.maximum(lst.sims[start:], np.finfo(np.float32).tiny).astype(np.float32)
-    return lst.ids[start:].copy(), -vals if lst.full else vals
-
-
-def decode_state(rel: tuple[np.ndarray, np.ndarray] | None, state: tuple[np.ndarray, np.ndarray] | None,
-                 p: float) -> AnchorList | None:
-    """L back from a stored point, or None when it holds no usable state (it is searched again)."""
-    r_ids, r_vals = rel if rel is not None else (EMPTY_IDS, EMPTY_SIMS)
-    if not len(r_ids):  # no anchor of positive similarity at all (unless the two disagree)
-        return AnchorList(EMPTY_IDS, EMPTY_SIMS, True) if state is None or not len(state[0]) else None
-    if state is None or not len(state[0]):
-        return None
-    s_ids, s_vals = np.asarray(state[0], np.int64), np.asarray(state[1], np.float64)
-    full = bool(np.signbit(s_vals[0]))
-    s_sims = np.abs(s_vals)
-    ref = int(np.argmax(s_sims))
-    at = np.flatnonzero(r_ids == s_ids[ref])
-    if not len(at) or r_vals[at[0]] <= 0:
-        return None
-    scale = s_sims[ref] ** p / float(r_vals[at[0]])
-    head = (np.asarray(r_vals, np.float64) * scale) ** (1.0 / p)
-    head[at[0]] = s_sims[ref]
-    tail = np.arange(len(s_ids)) != ref
-    ids, sims = sort_entries(
-        np.concatenate([np.asarray(r_ids, np.int64), s_ids[tail]]), np.concatenate([head, s_sims[tail]])
-    )
-    return AnchorList(ids, sims, full, np.zeros(len(ids), bool))  # decoded: not Qdrant's exact numbers
 
 
 def update_list(
@@ -234,10 +201,9 @@ def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]
     return ids[order], (w[order] / norm).astype(np.float32)
 
 
-def rel_lists(lst: AnchorList, k: int, p: float) -> tuple[list[int], list[float], int]:
+def rel_lists(lst: AnchorList, k: int, p: float) -> tuple[list[int], list[float]]:
     """One relative vector as Python lists (anchor ids, float32 values), the form the engine takes:
-    the numbers of ``rel_matrix``'s row, built without a sparse matrix (a refresh writes thousands);
-    and the vector's fingerprint."""
+    the numbers of ``rel_matrix``'s row, built without a sparse matrix (a refresh writes thousands)."""
     sims = lst.sims[:k]
     w = np.maximum(sims, 0.0) if p == 1.0 else np.power(np.maximum(sims, 0.0), p)
     ids = lst.ids[:k]
@@ -246,14 +212,8 @@ def rel_lists(lst: AnchorList, k: int, p: float) -> tuple[list[int], list[float]
         ids, w = ids[keep], w[keep]
     norm = float(np.sqrt(np.dot(w, w)))
     if norm < relative.ZERO_NORM:
-        return [], [], fingerprint(EMPTY_IDS)
-    return ids.tolist(), (w / norm).astype(np.float32).tolist(), fingerprint(ids)
-
-
-def fingerprint(rel_ids: np.ndarray) -> int:
-    """Identifies a stored relative vector's support, so that a saved state is only used beside the
-    ``rel`` it was saved with."""
-    return len(rel_ids) * 1_000_003 + int(np.asarray(rel_ids, np.int64).sum())
+        return [], []
+    return ids.tolist(), (w / norm).astype(np.float32).tolist()
 
 
 def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
@@ -312,7 +272,7 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
         if index.backend.count(CANDIDATES) != len(set(int(i) for i in ids)):
-            save_states(index, np.asarray(ids, np.int64), lists)  # others exist that this process never read
+            save_lists(index, np.asarray(ids, np.int64), lists)  # others exist that this process never read
             return
         cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
     cache.groups[modality].put(ids, vecs, set_key, lists)
@@ -320,7 +280,7 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
         if other != modality:
             cache.groups[other].remove(np.isin(cache.groups[other].ids, np.asarray(ids, np.int64)))
     cache.count = sum(len(g.ids) for g in cache.groups.values())
-    save_states(index)
+    save_lists(index)
 
 
 def note_delete(index: AsifIndex, ids: Sequence[int]) -> None:
@@ -342,46 +302,59 @@ def note_drop(index: AsifIndex, set_key: str) -> None:
     cache.count = sum(len(g.ids) for g in cache.groups.values())
 
 
+def _rel_gens(index: AsifIndex) -> dict[int, int]:
+    """id -> generation of every stored ``rel`` point (the write that made it)."""
+    return {p.id: int(p.payload.get("gen", -1))
+            for batch in index.backend.scroll(RELATIVES, None, with_payload=["gen"]) for p in batch}
+
+
+def _candidates(index: AsifIndex, modality: Modality) -> list[tuple[int, np.ndarray, str]]:
+    return [(p.id, p.dense[modality], str(p.payload.get("set", "")))
+            for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=(modality,))
+            for p in batch if modality in p.dense]
+
+
 def stored(index: AsifIndex, modality: Modality) -> list[tuple[int, np.ndarray, str, tuple | None, AnchorList | None]]:
-    """Every candidate of one modality as stored: (id, embedding, set key, its ``rel`` or None when
-    missing, its list L or None when no valid state was saved beside that ``rel``)."""
-    rels = {p.id: p.sparse.get("rel", (EMPTY_IDS, EMPTY_SIMS))
-            for batch in index.backend.scroll(RELATIVES, None, False, ("rel",)) for p in batch}
-    states = _read_states(index)
-    p = index.config.params.p
-    fps = _fingerprints(index)
+    """Every candidate of one modality as stored, for checks: (id, embedding, set key, its ``rel``
+    or None when missing, its saved list L or None when none was saved with that ``rel``)."""
+    rels = {p.id: (p.sparse.get("rel", (EMPTY_IDS, EMPTY_SIMS)), int(p.payload.get("gen", -1)))
+            for batch in index.backend.scroll(RELATIVES, None, ["gen"], ("rel",)) for p in batch}
+    saved_lists = _read_lists(index)
     out = []
-    for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=(modality,)):
-        for point in batch:
-            if modality not in point.dense:
-                continue
-            rel, lst = rels.get(point.id), None
-            state = states.get(point.id)
-            if rel is not None:
-                fps[point.id] = fingerprint(rel[0])
-                if state is not None and state[0] == fps[point.id]:
-                    lst = decode_state(rel, state[1], p)
-            out.append((point.id, point.dense[modality], str(point.payload.get("set", "")), rel, lst))
+    for cid, dense, key in _candidates(index, modality):
+        rel, gen = rels.get(cid, (None, None))
+        saved = saved_lists.get(cid)
+        out.append((cid, dense, key, rel, saved[1] if saved is not None and saved[0] == gen else None))
     return out
 
 
 def load(index: AsifIndex) -> Cache:
-    """Every candidate's embedding and list, from the store (or the cache). Candidates without a
-    usable ``rel`` and state (a store written before they existed, or a crash mid-refresh) are
-    searched again and written."""
+    """Every candidate's embedding and list, from the store (or the cache). A list is used when it
+    was saved by the write that made the stored ``rel`` (same generation); the others (a store
+    written before lists were saved, or a crash between the two writes) are searched again and
+    written."""
     cache = _cache(index)
     if cache is not None:
         return cache
     groups = {m: Group(m) for m in MODALITIES}
+    saved_lists = _read_lists(index)
+    rel_gens = _rel_gens(index)
+    gens = _gens(index)
     repaired = False
     for m in MODALITIES:
-        rows = stored(index, m)
+        rows = _candidates(index, m)
         if not rows:
             continue
         ids = np.asarray([r[0] for r in rows], np.int64)
         dense = np.stack([r[1] for r in rows]).astype(np.float32)
         sets = [r[2] for r in rows]
-        lists = [r[4] for r in rows]
+        lists: list[AnchorList | None] = []
+        for cid in ids.tolist():
+            saved, gen = saved_lists.get(cid), rel_gens.get(cid)
+            ok = saved is not None and gen is not None and saved[0] == gen
+            lists.append(saved[1] if ok else None)  # type: ignore[index]
+            if ok:
+                gens[cid] = gen  # type: ignore[assignment]
         unknown = [i for i, lst in enumerate(lists) if lst is None]
         if unknown:
             for i, lst in zip(unknown, search_lists(index, dense[unknown], m)):
@@ -393,7 +366,7 @@ def load(index: AsifIndex) -> Cache:
     cache = Cache(groups, sum(len(g.ids) for g in groups.values()))
     index._refresh_cache = cache  # type: ignore[attr-defined]
     if repaired:
-        save_states(index)
+        save_lists(index)
     return cache
 
 
@@ -436,7 +409,7 @@ def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[Anc
     """Store the relative vectors of these candidates (their embeddings are untouched): each batch
     of ``rel`` points is deleted and written anew. ``sets`` (each candidate's set key) is read from
     the candidates when not given. Returns the seconds spent compacting (see GARBAGE_RATIO); the
-    caller saves the states afterwards (``save_states``)."""
+    caller saves the lists afterwards (``save_lists``)."""
     if not len(ids):
         return 0.0
     ids = [int(i) for i in ids]
@@ -463,24 +436,25 @@ def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: 
         got = {p.id: str(p.payload.get("set", "")) for p in index.backend.retrieve(CANDIDATES, ids, ["set"])}
         sets = [got.get(i, "") for i in ids]
     k, p = index.config.params.k, index.config.params.p
-    fps = _fingerprints(index)
+    gens, gen = _gens(index), time.time_ns()
     for start in range(0, len(ids), WRITE_BATCH):
         batch = []
         for i, key, lst in zip(ids[start : start + WRITE_BATCH], sets[start : start + WRITE_BATCH],
                                lists[start : start + WRITE_BATCH]):
-            rel_ids, rel_vals, fps[i] = rel_lists(lst, k, p)
-            batch.append(PointData(i, {"set": key}, sparse={"rel": (rel_ids, rel_vals)}))
+            batch.append(PointData(i, {"set": key, "gen": gen}, sparse={"rel": rel_lists(lst, k, p)}))
+            gens[i] = gen
         index.backend.delete(RELATIVES, [pt.id for pt in batch])
         index.backend.upsert(RELATIVES, batch)
     return _compact(index, len(ids))
 
 
-def _fingerprints(index: AsifIndex) -> dict[int, int]:
-    """id -> fingerprint of the ``rel`` this process last wrote or read for it."""
-    fps = getattr(index, "_rel_fingerprints", None)
-    if fps is None:
-        fps = index._rel_fingerprints = {}  # type: ignore[attr-defined]
-    return fps
+def _gens(index: AsifIndex) -> dict[int, int]:
+    """id -> generation of the ``rel`` this process last wrote or read for it (a saved list is only
+    used beside the ``rel`` of its own generation)."""
+    gens = getattr(index, "_rel_gens", None)
+    if gens is None:
+        gens = index._rel_gens = {}  # type: ignore[attr-defined]
+    return gens
 
 
 def _compact(index: AsifIndex, rewritten: int) -> float:
@@ -497,60 +471,56 @@ def _compact(index: AsifIndex, rewritten: int) -> float:
     return time.perf_counter() - t
 
 
-def _read_states(index: AsifIndex) -> dict[int, tuple[int, tuple[np.ndarray, np.ndarray]]]:
-    """id -> (fingerprint of its rel, state), from the blob (empty when there is none)."""
+def _read_lists(index: AsifIndex) -> dict[int, tuple[int, AnchorList]]:
+    """id -> (generation of the rel it was saved with, its list), from the blob (empty when none)."""
     blob = index.backend.read_blob(STATE_BLOB)
-    if blob is None:
+    if blob is None or int(blob.get("version", np.zeros(1))[0]) != STATE_VERSION:
         return {}
-    try:
-        ids, fps, ptr, s_ids, s_vals = (blob[k] for k in ("ids", "fingerprints", "indptr", "state_ids", "state_values"))
-    except KeyError:
-        return {}
-    return {int(i): (int(f), (s_ids[a:b].astype(np.int64), s_vals[a:b].astype(np.float32)))
-            for i, f, a, b in zip(ids.tolist(), fps.tolist(), ptr[:-1].tolist(), ptr[1:].tolist())}
+    ids, gens, full, ptr = blob["ids"].tolist(), blob["gens"].tolist(), blob["full"].tolist(), blob["indptr"].tolist()
+    l_ids = blob["list_ids"].astype(np.int64)
+    l_sims = blob["list_sims"].astype(np.float64)
+    l_exact = np.unpackbits(blob["list_exact"], count=len(l_ids)).astype(bool)
+    out = {}
+    for cid, gen, f, a, b in zip(ids, gens, full, ptr[:-1], ptr[1:]):
+        ex = l_exact[a:b]
+        out[cid] = (gen, AnchorList(l_ids[a:b], l_sims[a:b], bool(f), None if ex.all() else ex))
+    return out
 
 
-def _state_arrays(index: AsifIndex, ids: np.ndarray, lists: Sequence[AnchorList]) -> dict[str, np.ndarray]:
-    k, p = index.config.params.k, index.config.params.p
-    known = _fingerprints(index)
-    fps = np.asarray([known[i] if i in known else rel_lists(lst, k, p)[2]
-                      for i, lst in zip(np.asarray(ids).tolist(), lists)], np.int64)
-    states = [encode_state(lst, k) for lst in lists]
-    ptr = np.zeros(len(states) + 1, np.int64)
-    np.cumsum([len(st[0]) for st in states], out=ptr[1:])
-    return {"ids": np.asarray(ids, np.int64), "fingerprints": fps, "indptr": ptr,
-            "state_ids": np.concatenate([st[0] for st in states]).astype(np.int32) if states else EMPTY_IDS,
-            "state_values": np.concatenate([st[1] for st in states]).astype(np.float32) if states else EMPTY_SIMS}
+def _list_arrays(index: AsifIndex, ids: np.ndarray, lists: Sequence[AnchorList]) -> dict[str, np.ndarray]:
+    gens = _gens(index)
+    ptr = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum([len(lst) for lst in lists], out=ptr[1:])
+    return {
+        "version": np.asarray([STATE_VERSION]), "ids": np.asarray(ids, np.int64),
+        "gens": np.asarray([gens.get(i, -1) for i in np.asarray(ids).tolist()], np.int64),
+        "full": np.asarray([lst.full for lst in lists], bool), "indptr": ptr,
+        "list_ids": np.concatenate([lst.ids for lst in lists]).astype(np.int32) if lists else np.zeros(0, np.int32),
+        # Qdrant's scores are float32: an exact similarity survives the cast; an inexact one stays inexact
+        "list_sims": np.concatenate([lst.sims for lst in lists]).astype(np.float32) if lists else np.zeros(0, np.float32),
+        "list_exact": np.packbits(np.concatenate([lst.exact_mask() for lst in lists])) if lists else np.zeros(0, np.uint8),
+    }
 
 
-def save_states(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[AnchorList] | None = None) -> None:
-    """Save every candidate's state from the cache; or, without a cache, merge the states of these
-    candidates into the saved ones."""
+def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[AnchorList] | None = None) -> None:
+    """Save every candidate's list from the cache; or, without a cache, merge these candidates' lists
+    into the saved ones."""
     cache = getattr(index, "_refresh_cache", None)
     if cache is not None:
         all_ids = np.concatenate([g.ids for g in cache.groups.values()])
         all_lists = [lst for g in cache.groups.values() for lst in g.lists]
-        index.backend.write_blob(STATE_BLOB, _state_arrays(index, all_ids, all_lists))
+    elif ids is not None and lists is not None:
+        saved = _read_lists(index)
+        gens = _gens(index)
+        for cid, (gen, _) in saved.items():
+            gens.setdefault(cid, gen)
+        for cid, lst in zip(np.asarray(ids).tolist(), lists):
+            saved[int(cid)] = (gens.get(int(cid), -1), lst)
+        all_ids = np.asarray(sorted(saved), np.int64)
+        all_lists = [saved[i][1] for i in all_ids.tolist()]
+    else:
         return
-    if ids is None or lists is None:
-        return
-    old = _read_states(index)
-    for i in ids.tolist():
-        old.pop(int(i), None)
-    new = _state_arrays(index, ids, lists)
-    if old:
-        keep = sorted(old)
-        fps = np.asarray([old[i][0] for i in keep], np.int64)
-        lens = [len(old[i][1][0]) for i in keep]
-        ptr = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-        new = {
-            "ids": np.concatenate([np.asarray(keep, np.int64), new["ids"]]),
-            "fingerprints": np.concatenate([fps, new["fingerprints"]]),
-            "indptr": np.concatenate([ptr, ptr[-1] + new["indptr"][1:]]),
-            "state_ids": np.concatenate([*(old[i][1][0].astype(np.int32) for i in keep), new["state_ids"]]),
-            "state_values": np.concatenate([*(old[i][1][1] for i in keep), new["state_values"]]).astype(np.float32),
-        }
-    index.backend.write_blob(STATE_BLOB, new)
+    index.backend.write_blob(STATE_BLOB, _list_arrays(index, all_ids, all_lists))
 
 
 def candidate_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> tuple[sp.csr_matrix, list[AnchorList]]:
@@ -633,8 +603,8 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
     compact_s = write(index, changed_ids, changed_lists, changed_sets)
     t = report.timed("write", t)
     if changed_ids:
-        save_states(index)
-    report.timed("save_states", t)
+        save_lists(index)
+    report.timed("save_lists", t)
     if compact_s:
         report.seconds["compact"] = round(compact_s, 4)
     report.rewritten = len(changed_ids)
