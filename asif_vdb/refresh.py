@@ -201,19 +201,32 @@ def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]
     return ids[order], (w[order] / norm).astype(np.float32)
 
 
-def rel_lists(lst: AnchorList, k: int, p: float) -> tuple[list[int], list[float]]:
-    """One relative vector as Python lists (anchor ids, float32 values), the form the engine takes:
-    the numbers of ``rel_matrix``'s row, built without a sparse matrix (a refresh writes thousands)."""
-    sims = lst.sims[:k]
-    w = np.maximum(sims, 0.0) if p == 1.0 else np.power(np.maximum(sims, 0.0), p)
-    ids = lst.ids[:k]
-    if len(w) and w[-1] <= 0:  # sims are sorted: drop the zero tail
-        keep = w > 0
-        ids, w = ids[keep], w[keep]
-    norm = float(np.sqrt(np.dot(w, w)))
-    if norm < relative.ZERO_NORM:
-        return [], []
-    return ids.tolist(), (w / norm).astype(np.float32).tolist()
+def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[int], list[float]]]:
+    """Relative vectors as Python lists (anchor ids, float32 values), the form the engine takes: the
+    numbers of ``rel_matrix``'s rows, built in a few array operations for a batch of a write."""
+    heads = [lst.ids[:k] for lst in lists]
+    lengths = [len(h) for h in heads]
+    if not sum(lengths):
+        return [([], []) for _ in lists]
+    ids = np.concatenate(heads)
+    w = np.maximum(np.concatenate([lst.sims[:k] for lst in lists]), 0.0)
+    if p != 1.0:
+        w = np.power(w, p)
+    rows = np.repeat(np.arange(len(lists)), lengths)
+    norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=len(lists)))
+    live = norms >= relative.ZERO_NORM
+    values = (w / np.where(live, norms, 1.0)[rows]).astype(np.float32)
+    ids_list, values_list, positive = ids.tolist(), values.tolist(), w > 0
+    out, start = [], 0
+    for row, n in enumerate(lengths):
+        end = start + n
+        if not live[row]:
+            out.append(([], []))
+        else:  # sims are sorted: zero weights form the tail
+            stop = end if positive[end - 1] else start + int(positive[start:end].sum())
+            out.append((ids_list[start:stop], values_list[start:stop]))
+        start = end
+    return out
 
 
 def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
@@ -439,9 +452,9 @@ def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: 
     gens, gen = _gens(index), time.time_ns()
     for start in range(0, len(ids), WRITE_BATCH):
         batch = []
-        for i, key, lst in zip(ids[start : start + WRITE_BATCH], sets[start : start + WRITE_BATCH],
-                               lists[start : start + WRITE_BATCH]):
-            batch.append(PointData(i, {"set": key, "gen": gen}, sparse={"rel": rel_lists(lst, k, p)}))
+        rels = rel_lists(lists[start : start + WRITE_BATCH], k, p)
+        for i, key, rel in zip(ids[start : start + WRITE_BATCH], sets[start : start + WRITE_BATCH], rels):
+            batch.append(PointData(i, {"set": key, "gen": gen}, sparse={"rel": rel}))
             gens[i] = gen
         index.backend.delete(RELATIVES, [pt.id for pt in batch])
         index.backend.upsert(RELATIVES, batch)

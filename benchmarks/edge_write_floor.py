@@ -1,6 +1,11 @@
 """How long Qdrant Edge itself takes to rewrite N sparse relative vectors: the floor under any
 refresh after an anchor update (with k=800 over ~31k anchors, 1,000 new anchors change every
-candidate, so all of them are rewritten).
+candidate, so all of them are rewritten). Two ways, measured in the same run:
+
+- in place: ``update_vectors`` on the existing points (what the refresh did first);
+- delete + insert: delete each batch of points and insert them anew with their set payload (what
+  the refresh does now: the engine appends a new point's postings, but must find and remove an
+  updated one's from every posting list it was in).
 
     python benchmarks/edge_write_floor.py [--candidates 8000] [--k 800]
 """
@@ -21,33 +26,41 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import finish  # noqa: E402
 
 
-def rewrite_seconds(n: int, k: int, reserve: int, batch: int, rounds: int = 2) -> float:
+def rewrite_seconds(n: int, k: int, batch: int, how: str, rounds: int = 3) -> float:
+    """Best of ``rounds`` full rewrites of ``n`` points' ``k``-entry sparse vectors."""
     import qdrant_edge as qe
 
     rng = np.random.default_rng(0)
-    rel = [(np.sort(rng.choice(31_000, k, replace=False)).tolist(), rng.random(k).tolist()) for _ in range(n)]
-    res = [(np.sort(rng.choice(31_000, reserve, replace=False)).tolist(), rng.random(reserve).tolist())
-           for _ in range(n)] if reserve else None
+    rel = [(np.sort(rng.choice(31_000, k, replace=False)).tolist(), rng.random(k).astype(np.float32).tolist())
+           for _ in range(n)]
 
-    def vector(j: int) -> dict:
-        v = {"rel": qe.SparseVector(indices=rel[j][0], values=rel[j][1])}
-        if res:
-            v["state"] = qe.SparseVector(indices=res[j][0], values=res[j][1])
-        return v
+    def sparse(j: int) -> dict:
+        return {"rel": qe.SparseVector(indices=rel[j][0], values=rel[j][1])}
 
-    sparse = {"rel": qe.EdgeSparseVectorParams()}
-    if res:
-        sparse["state"] = qe.EdgeSparseVectorParams()
+    def payload(j: int, gen: int) -> dict:
+        return {"set": "labels:words" if j < 7 * n // 8 else "gallery:bench", "gen": gen}
+
     with tempfile.TemporaryDirectory() as tmp:
-        shard = qe.EdgeShard.create(tmp, qe.EdgeConfig(
-            vectors={"text": qe.EdgeVectorParams(size=384, distance=qe.Distance.Dot)}, sparse_vectors=sparse))
-        shard.update(qe.UpdateOperation.upsert_points([qe.Point(id=j, vector=vector(j), payload={}) for j in range(n)]))
+        shard = qe.EdgeShard.create(tmp, qe.EdgeConfig(sparse_vectors={"rel": qe.EdgeSparseVectorParams()}))
+        shard.update(qe.UpdateOperation.create_field_index("set", qe.PayloadSchemaType.Keyword))
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(id=j, vector=sparse(j), payload=payload(j, 0))
+                                                       for j in range(n)]))
         best = float("inf")
-        for _ in range(rounds):
-            points = [qe.PointVectors(id=j, vector=vector(j)) for j in range(n)]
+        for r in range(rounds):
+            if how == "in_place":
+                ops = [qe.UpdateOperation.update_vectors([qe.PointVectors(id=j, vector=sparse(j))
+                                                          for j in range(a, min(n, a + batch))])
+                       for a in range(0, n, batch)]
+            else:
+                ops = []
+                for a in range(0, n, batch):
+                    ids = list(range(a, min(n, a + batch)))
+                    ops.append(qe.UpdateOperation.delete_points(ids))
+                    ops.append(qe.UpdateOperation.upsert_points([qe.Point(id=j, vector=sparse(j), payload=payload(j, r + 1))
+                                                                 for j in ids]))
             start = time.perf_counter()
-            for a in range(0, n, batch):
-                shard.update(qe.UpdateOperation.update_vectors(points[a : a + batch]))
+            for op in ops:
+                shard.update(op)
             best = min(best, time.perf_counter() - start)
         shard.close()
     return best
@@ -57,16 +70,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--candidates", type=int, default=8000)
     ap.add_argument("--k", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=1000)
     args = ap.parse_args()
-    reserve = args.k // 4 + 1
-    rel_only = rewrite_seconds(args.candidates, args.k, 0, 1000)
-    with_reserve = rewrite_seconds(args.candidates, args.k, reserve, 1000)
-    batches = {b: round(rewrite_seconds(args.candidates, args.k, 0, b, rounds=1), 3) for b in (500, 8000)}
+    in_place = rewrite_seconds(args.candidates, args.k, args.batch, "in_place")
+    reinsert = rewrite_seconds(args.candidates, args.k, args.batch, "delete_insert")
     finish("edge_write_floor", {
-        "candidates": args.candidates, "k": args.k, "reserve_entries": reserve,
-        "rewrite_rel_only_s": round(rel_only, 3), "rewrite_rel_and_reserve_s": round(with_reserve, 3),
-        "reserve_over_rel_only": round(with_reserve / rel_only, 3),
-        "rel_only_s_by_batch": {1000: round(rel_only, 3), **batches},
+        "candidates": args.candidates, "k": args.k, "batch": args.batch,
+        "rewrite_in_place_s": round(in_place, 3), "rewrite_delete_insert_s": round(reinsert, 3),
+        "delete_insert_speedup": round(in_place / reinsert, 2),
         "load_average_1min": round(os.getloadavg()[0], 2),
     })
 

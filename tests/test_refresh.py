@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -258,9 +259,13 @@ def test_galleries_marked_stale_are_recomputed_and_anchor_galleries_dropped(tmp_
     client.close()
 
 
-def test_refresh_on_the_qdrant_client_backend() -> None:
-    """The same updates through qdrant-client (local :memory: mode): update_vectors, per-query filters."""
+def test_refresh_on_the_qdrant_client_backend(monkeypatch) -> None:
+    """The same updates through qdrant-client (local :memory: mode): per-query filters, and the lists
+    kept in the generic blob store (payload chunks, made small here so that there are many)."""
+    from asif_vdb.store import base
     from asif_vdb.store.server import QdrantServerBackend
+
+    monkeypatch.setattr(base, "BLOB_CHUNK", 1000)
 
     rng = np.random.default_rng(9)
     client = AsifClient(location=":memory:")
@@ -278,8 +283,53 @@ def test_refresh_on_the_qdrant_client_backend() -> None:
     client.delete_anchors(anchor_ids(client)[::4])
     assert_fresh(client)
     client.index._refresh_cache = None  # read everything back from the store, then update again
+    assert client.backend.count(base.BLOBS) > 3
     add(client, rng, 5)
+    assert client.last_refresh.searched == 0, "the saved lists were read back, not searched again"
     assert_fresh(client)
     hits = client.backend.search_dense_each(ANCHORS["text"], "v", unit(rng, 2, DT), [2, 1],
                                             [Filter(ids=(1, 2)), Filter(ids=(3,))])
     assert sorted(hits[0].ids.tolist()) == [1, 2] and hits[1].ids.tolist() == [3]
+
+
+def test_a_damaged_list_blob_costs_a_search_not_correctness(tmp_path) -> None:
+    """The saved lists are derived data: a truncated blob is ignored, the lists are searched again on
+    the next update, and the blob is whole again afterwards."""
+    rng = np.random.default_rng(11)
+    client = make_store(tmp_path / "s", k=3)
+    add(client, rng, 20)
+    put_sets(client, rng, 5, 3)
+    client.close()
+    blob = tmp_path / "s" / "blobs" / f"{refresh.STATE_BLOB}.npz"
+    blob.write_bytes(blob.read_bytes()[:100])
+    client = AsifClient(tmp_path / "s")
+    assert client.backend.read_blob(refresh.STATE_BLOB) is None
+    add(client, rng, 4)
+    assert_fresh(client)
+    assert client.backend.read_blob(refresh.STATE_BLOB) is not None
+    client.close()
+
+
+@pytest.mark.parametrize("p", [1.0, 3.0])
+def test_written_relative_vectors_equal_the_dense_maths(p) -> None:
+    """The lists a refresh writes are rel_matrix's rows: top-k, clamped at 0, ^p, L2-normalised; an
+    all-negative or empty list gives an empty vector."""
+    rng = np.random.default_rng(12)
+    k = 5
+    lists = []
+    for n in (8, 5, 3, 0, 6):
+        sims = np.sort(rng.uniform(-0.3, 1.0, n))[::-1]
+        lists.append(refresh.AnchorList(rng.choice(100, n, replace=False), sims, False))
+    lists.append(refresh.AnchorList(np.array([4, 9]), np.array([-0.1, -0.2]), True))
+    want = refresh.rel_matrix(lists, k, p, 100).toarray()
+    for row, (ids, vals) in enumerate(refresh.rel_lists(lists, k, p)):
+        got = np.zeros(100)
+        got[ids] = vals
+        np.testing.assert_allclose(got, want[row], atol=1e-7)
+        top = lists[row].sims[:k]
+        dense = np.maximum(top, 0) ** p
+        if dense.any():
+            assert np.isclose(np.linalg.norm(got), 1.0, atol=1e-6)
+            np.testing.assert_allclose(got[lists[row].ids[:k]], dense / np.linalg.norm(dense), atol=1e-7)
+        else:
+            assert not ids

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -222,7 +223,7 @@ def _unpack(data: bytes) -> dict[str, np.ndarray] | None:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError):  # damaged: the caller recomputes what it held
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # damaged: recomputed by the caller
         return None
 
 

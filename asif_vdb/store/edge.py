@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,8 @@ class EdgeBackend(Backend):
         self.path.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, Any] = {}
         self._specs: dict[str, CollectionSpec] = {}
+        self._blob_thread: threading.Thread | None = None
+        self._blob_error: StoreError | None = None
 
     # -- collections -----------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -266,28 +270,56 @@ class EdgeBackend(Backend):
         return self.path / "blobs" / f"{name}.npz"
 
     def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:
+        """Written by a background thread (the file is all it touches; blobs hold derived data whose
+        loss costs a recomputation, never correctness), so an update need not wait for the disk.
+        The next blob call, flush or close waits for it."""
+        self._wait_blob()
         path = self._blob_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+
+        def save() -> None:
+            tmp = path.with_suffix(".tmp")
+            try:
+                with tmp.open("wb") as f:
+                    np.savez(f, **arrays)
+                os.replace(tmp, path)
+            except OSError as e:
+                self._blob_error = StoreError(f"cannot write {path}: {e}")
+
+        self._blob_thread = threading.Thread(target=save, name=f"asif-blob-{name}")  # finishes before exit
+        self._blob_thread.start()
+
+    def _wait_blob(self) -> None:
+        if self._blob_thread is not None:
+            self._blob_thread.join()
+            self._blob_thread = None
+        error, self._blob_error = self._blob_error, None
+        if error is not None:
+            raise error
 
     def read_blob(self, name: str) -> dict[str, np.ndarray] | None:
+        self._wait_blob()
         path = self._blob_path(name)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError):  # damaged: the caller recomputes what it held
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):  # damaged: recomputed by the caller
             return None
 
     def flush(self) -> None:
+        self._wait_blob()
         for shard in self._shards.values():
             shard.flush()
 
     def close(self) -> None:
+        try:
+            self._wait_blob()
+        finally:
+            self._close_shards()
+
+    def _close_shards(self) -> None:
         for shard in self._shards.values():
             try:
                 shard.flush()
