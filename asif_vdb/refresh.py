@@ -59,6 +59,7 @@ EPS = 3e-7
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 SEARCH_BATCH = 256
 WRITE_BATCH = 1000
+REL_CHUNK = 128
 #: The blob holding every candidate's list (see the module docstring), and its layout's version.
 #: (8,000 candidates with k=800 make about 60 MB; rewritten after each refresh.)
 STATE_BLOB = "candidate_lists"
@@ -203,7 +204,10 @@ def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]
 
 def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[int], list[float]]]:
     """Relative vectors as Python lists (anchor ids, float32 values), the form the engine takes: the
-    numbers of ``rel_matrix``'s rows, built in a few array operations for a batch of a write."""
+    numbers of ``rel_matrix``'s rows, built a few array operations per chunk of rows (chunks small
+    enough for the arrays to stay in cache)."""
+    if len(lists) > REL_CHUNK:
+        return [rel for a in range(0, len(lists), REL_CHUNK) for rel in rel_lists(lists[a : a + REL_CHUNK], k, p)]
     heads = [lst.ids[:k] for lst in lists]
     lengths = [len(h) for h in heads]
     if not sum(lengths):
