@@ -192,18 +192,16 @@ class Backend(ABC):
         chunks = [data[i : i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)] or [b""]
         self.ensure_collection(CollectionSpec(BLOBS, indexes={"blob": "keyword"}))
         self.delete_where(BLOBS, Filter.where(blob=name))
-        self.upsert(BLOBS, [
-            PointData(_blob_id(name, i), {"blob": name, "part": i, "parts": len(chunks),
-                                          "data": base64.b64encode(c).decode("ascii")})
-            for i, c in enumerate(chunks)
-        ])
+        for i, c in enumerate(chunks):  # one chunk per request: servers cap a request's size
+            self.upsert(BLOBS, [PointData(_blob_id(name, i), {"blob": name, "part": i, "parts": len(chunks),
+                                                              "data": base64.b64encode(c).decode("ascii")})])
 
     def read_blob(self, name: str) -> dict[str, np.ndarray] | None:
         """The arrays stored under ``name``, or None when there are none (or they are incomplete)."""
         if not self.has_collection(BLOBS):
             return None
         self.ensure_collection(CollectionSpec(BLOBS, indexes={"blob": "keyword"}))
-        parts = [p for batch in self.scroll(BLOBS, Filter.where(blob=name)) for p in batch]
+        parts = [p for batch in self.scroll(BLOBS, Filter.where(blob=name), batch=2) for p in batch]
         if not parts or len(parts) != int(parts[0].payload.get("parts", -1)):
             return None
         parts.sort(key=lambda p: int(p.payload["part"]))
