@@ -319,6 +319,36 @@ def test_decoder_pixel_limit_and_min_side() -> None:
     assert isinstance(small, DecodeFailure) and small.reason == "image_too_small"
 
 
+def test_image_stage_sends_the_last_partial_batch_beside_the_others() -> None:
+    """Once input ends, the short last batch goes out at once (it used to wait for every other
+    batch to finish, leaving a core idle at the end); results come back for every image."""
+    from ingest.encode import ComputePool, ImageStage
+    from ingest.report import StageTimes
+
+    sizes: list[int] = []
+
+    def encode(xs: list) -> np.ndarray:
+        sizes.append(len(xs))
+        return np.ones((len(xs), 3), np.float32)
+
+    pool = ComputePool(1, None)
+    decoder = Decoder(lambda im: np.zeros(3), min_side=1, max_pixels=10**6)
+    stage = ImageStage(lambda: (decoder, encode, 4), lambda: pool, prefetch_batches=4,
+                       workers=2, times=StageTimes())
+    try:
+        digests = [f"d{i}" for i in range(6)]
+        for i, d in enumerate(digests):
+            stage.want(d, img_bytes(size=(9 + i, 9)), f"img{i}")
+        assert len(stage.jobs) == 1 and not stage.ready(digests)  # 4 sent, 2 decoding
+        stage.close_input()
+        assert len(stage.jobs) == 2  # the partial batch is in flight beside the full one
+        stage.ensure(digests)
+        assert sorted(sizes) == [2, 4] and all(stage.result(d) is not None for d in digests)
+    finally:
+        stage.close()
+        pool.close()
+
+
 def test_dry_run_counts_and_writes_nothing(tmp_path) -> None:
     data = tmp_path / "d"
     data.mkdir()
