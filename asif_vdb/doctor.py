@@ -59,6 +59,7 @@ def run(client: Any, *, repair: bool = False, sample: int | None = None, tol: fl
     checks.append(_journal(index, repair))
     checks.append(_pairs(index, repair))
     checks.extend(_sets(client, index, repair))
+    checks.append(_derived(index, repair))
     checks.append(_fresh(index, repair, sample, tol, seed))
     return checks
 
@@ -167,6 +168,24 @@ def _sets(client: Any, index: AsifIndex, repair: bool) -> list[Check]:
     else:
         out.append(Check("candidates of unknown sets", True, "none"))
     return out
+
+
+def _derived(index: AsifIndex, repair: bool) -> Check:
+    """Every candidate has its relative vector, and its saved anchor list belongs to that vector
+    (same write generation); otherwise the next update searches it again (slow, still exact)."""
+    n_cand = index.backend.count(CANDIDATES)
+    missing, unsaved = refresh.derived_status(index)
+    if not missing and not unsaved:
+        return Check("derived vectors", True, f"{n_cand} candidate(s), each with its relative vector and saved list")
+    detail = f"{missing} candidate(s) without a relative vector, {unsaved} without a saved list of the same write"
+    if not repair:
+        return Check("derived vectors", False, detail)
+    index._refresh_cache = None  # type: ignore[attr-defined]
+    with refresh._updating(index):
+        refresh.check_derived(index)
+        refresh.load(index)
+        refresh.save_lists(index)
+    return Check("derived vectors", False, detail, "searched those candidates again and saved their lists")
 
 
 def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed: int) -> Check:

@@ -387,6 +387,16 @@ def load(index: AsifIndex) -> Cache:
     return cache
 
 
+def derived_status(index: AsifIndex) -> tuple[int, int]:
+    """(candidates without a ``rel`` point, candidates whose saved list is missing or of another
+    write than their ``rel``), for ``asif doctor``."""
+    rel_gens, saved = _rel_gens(index), _read_lists(index)
+    ids = [p.id for batch in index.backend.scroll(CANDIDATES, None, False) for p in batch]
+    missing = sum(1 for i in ids if i not in rel_gens)
+    unsaved = sum(1 for i in ids if i in rel_gens and (i not in saved or saved[i][0] != rel_gens[i]))
+    return missing, unsaved
+
+
 def check_derived(index: AsifIndex) -> int:
     """On open: when the derived ``rel`` points do not match the candidates one to one (an older
     store, or a crash mid-refresh), load (which searches and writes the missing ones) and drop

@@ -165,3 +165,23 @@ def test_prune_refuses_impossible_sizes(tmp_path, keep) -> None:
     store_with_label_set(store)
     code, out = cli("prune", "--store", str(store), "--labels", "t", "--keep", str(keep), "--out", str(tmp_path / "o"))
     assert code == 2 and "--keep must be between 1 and the store's 40 anchors" in out
+
+
+def test_doctor_reports_and_rebuilds_missing_derived_data(tmp_path) -> None:
+    """Saved anchor lists are derived data: without them the next update would search every candidate
+    again; doctor says so and --repair rebuilds them (and a missing relative vector)."""
+    from asif_vdb import refresh
+
+    store = tmp_path / "s"
+    store_with_label_set(store)
+    (store / "blobs" / f"{refresh.STATE_BLOB}.npz").unlink()
+    code, out = cli("doctor", "--store", str(store))
+    assert code == 1, out
+    assert "[PROBLEM] derived vectors: 0 candidate(s) without a relative vector, 10 without a saved list" in out
+    code, out = cli("doctor", "--store", str(store), "--repair")
+    assert code == 0, out
+    assert "[REPAIRED] derived vectors" in out
+    code, out = cli("doctor", "--store", str(store))
+    assert code == 0 and "[ok] derived vectors: 10 candidate(s)" in out, out
+    with AsifClient(store) as client:
+        assert_fresh(client)
