@@ -60,6 +60,7 @@ MODALITIES: tuple[Modality, ...] = ("image", "text")
 SEARCH_BATCH = 256
 WRITE_BATCH = 1000
 REL_CHUNK = 128
+BULK_ROWS = 256
 #: The blob holding every candidate's list (see the module docstring), and its layout's version.
 #: (8,000 candidates with k=800 make about 60 MB; rewritten after each refresh.)
 STATE_BLOB = "candidate_lists"
@@ -665,7 +666,11 @@ def _update_group(
     research: list[int] = []
     pending: list[tuple[int, np.ndarray]] = []
     no_sims = EMPTY_SIMS
-    for row in np.flatnonzero(touched):
+    slow = np.flatnonzero(touched)
+    if gone is None and sims is not None:  # additions only: most rows merge in bulk
+        merged, slow = _add_in_bulk(lists, slow, new_ids, sims, bars, k, K)
+        out.extend(merged)
+    for row in slow:
         lst = lists[row]
         new, involved = update_list(lst, gone, new_ids, sims[row] if sims is not None else no_sims, k, K)
         if involved is not None:
@@ -697,6 +702,78 @@ def _update_group(
         out.extend(zip(research, search_lists(index, group.dense[research], group.modality)))
     report.timed("search", t)
     return out
+
+
+def _add_in_bulk(
+    lists: Sequence[AnchorList], rows: np.ndarray, new_ids: np.ndarray, sims: np.ndarray, bars: np.ndarray,
+    k: int, K: int,
+) -> tuple[list[tuple[int, AnchorList]], np.ndarray]:
+    """``update_list`` for added anchors, many rows at a time: (row, new list) for the rows it settles,
+    and the rows left to the one-row path (a complete list, a new similarity within EPS of the bar,
+    a cut at k or K within EPS, or new anchors already in a list: a re-run)."""
+    out: list[tuple[int, AnchorList]] = []
+    left: list[np.ndarray] = []
+    for start in range(0, len(rows), BULK_ROWS):
+        chunk = rows[start : start + BULK_ROWS]
+        done, rest = _add_chunk(lists, chunk, new_ids, sims[chunk], bars[chunk], k, K)
+        out.extend(done)
+        left.append(rest)
+    return out, np.concatenate(left) if left else rows
+
+
+def _add_chunk(
+    lists: Sequence[AnchorList], rows: np.ndarray, new_ids: np.ndarray, sims: np.ndarray, bars: np.ndarray,
+    k: int, K: int,
+) -> tuple[list[tuple[int, AnchorList]], np.ndarray]:
+    chunk = [lists[r] for r in rows]
+    full = np.fromiter((lst.full for lst in chunk), bool, len(chunk))
+    near = (np.abs(sims - bars[:, None]) < EPS).any(axis=1)
+    lengths = np.fromiter((len(lst) for lst in chunk), np.int64, len(chunk))
+    easy = ~full & ~near & (lengths > 0)
+    if not easy.any():
+        return [], rows
+    idx = np.flatnonzero(easy)
+    old_ids = np.concatenate([chunk[i].ids for i in idx])
+    if len(new_ids) and new_ids.min() <= old_ids.max():  # a re-run may find anchors already in: one by one
+        return [], rows
+    old_sims = np.concatenate([chunk[i].sims for i in idx])
+    n_old = lengths[idx]
+    old_ex = np.ones(len(old_ids), bool)
+    starts = np.concatenate([[0], np.cumsum(n_old)[:-1]])
+    for j, i in enumerate(idx):
+        if chunk[i].exact is not None:
+            old_ex[starts[j] : starts[j] + n_old[j]] = chunk[i].exact
+    old_row = np.repeat(np.arange(len(idx)), n_old)
+    e_row, e_col = np.nonzero(sims[idx] > bars[idx, None])
+    e_sims, e_ids = sims[idx][e_row, e_col], new_ids[e_col]
+    order = np.lexsort((e_ids, -e_sims, e_row))  # per row: best first, equal ones by id
+    e_row, e_sims, e_ids = e_row[order], e_sims[order], e_ids[order]
+    # One sorted key across the chunk (row, then similarity descending): a new entry goes after equal
+    # old ones, as in _insert_sorted. Similarities are in (0, 1], so rows do not overlap.
+    at = np.searchsorted(old_row * 4.0 + (2.0 - old_sims), e_row * 4.0 + (2.0 - e_sims), side="right")
+    at += np.arange(len(at))
+    total = len(old_ids) + len(e_ids)
+    is_old = np.ones(total, bool)
+    is_old[at] = False
+    m_ids, m_sims, m_ex = np.empty(total, np.int64), np.empty(total, np.float64), np.zeros(total, bool)
+    m_ids[at], m_sims[at] = e_ids, e_sims
+    m_ids[is_old], m_sims[is_old], m_ex[is_old] = old_ids, old_sims, old_ex
+    m_len = n_old + np.bincount(e_row, minlength=len(idx))
+    m_start = np.concatenate([[0], np.cumsum(m_len)[:-1]])
+    cut = np.zeros(len(idx), bool)  # a cut at k or K within EPS: the one-row path settles it
+    for b in (k, K):
+        over = np.flatnonzero(m_len > b)
+        cut[over] |= m_sims[m_start[over] + b - 1] - m_sims[m_start[over] + b] < EPS
+    keep = np.minimum(m_len, K)
+    all_exact = np.add.reduceat(m_ex.astype(np.int64), m_start) == m_len if total else np.ones(len(idx), bool)
+    hard = ~easy
+    hard[idx[cut]] = True
+    out: list[tuple[int, AnchorList]] = []
+    for j in np.flatnonzero(~cut & (m_len > n_old)).tolist():  # rows where something entered
+        a, end = int(m_start[j]), int(m_start[j] + keep[j])
+        ex = None if all_exact[j] or m_ex[a:end].all() else m_ex[a:end]
+        out.append((int(rows[idx[j]]), AnchorList(m_ids[a:end], m_sims[a:end], False, ex)))
+    return out, rows[hard]
 
 
 def _replace(ids: np.ndarray, sims: np.ndarray, ex_ids: np.ndarray, ex_sims: np.ndarray) -> np.ndarray:
