@@ -68,7 +68,20 @@ def main() -> None:
         "images": int(len(cifar_labels)), "stage_seconds": stages.seconds,
         "classify_ms_per_image": round(1000 * stages.seconds["classify"] / len(cifar_labels), 2),
         "embeddings_from_cache": not args.fresh,
+        # the precision the encoders ran in when these embeddings were made (with --fresh: now)
+        "precision_when_encoded": encoding_precisions() if args.fresh else "as cached",
     })
+
+
+def encoding_precisions() -> dict[str, str]:
+    """What ``auto`` precision means on this machine, per encoder family (asif_vdb.encoders.precision)."""
+    import torch
+
+    from asif_vdb.encoders import precision
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return {"image": precision.resolve(None, device=device, family="timm"),
+            "text": precision.resolve(None, device=device, family="sentence-transformers")}
 
 
 if __name__ == "__main__":
