@@ -52,9 +52,9 @@ from asif_vdb.methods_index import embed
 from asif_vdb.store.base import Filter, Hits, PointData
 
 #: Orders decided by values closer than this are re-read from Qdrant. Its scores are float32 dot
-#: products; numpy's float64 ones differ from them by at most 8.8e-8 over 600k anchor-candidate pairs
-#: of the Flickr8k benchmark store (text 384-d and image 1280-d alike: the float32 rounding of the
-#: score), so 3e-7 leaves a margin of 3.4x.
+#: products; numpy's float64 ones differ from them by at most 8.8e-8 over 600k candidate-anchor pairs
+#: per modality of the Flickr8k benchmark store (text 384-d and image 1280-d alike: the float32
+#: rounding of the score), so 3e-7 leaves a margin of 3.4x.
 EPS = 3e-7
 MODALITIES: tuple[Modality, ...] = ("image", "text")
 SEARCH_BATCH = 256
@@ -63,8 +63,8 @@ REL_CHUNK = 128
 BULK_ROWS = 256
 #: The blob holding every candidate's list (see the module docstring), and its layout's version.
 #: (8,000 candidates with k=800 make about 60 MB; rewritten after each refresh.)
-STATE_BLOB = "candidate_lists"
-STATE_VERSION = 2
+LISTS_BLOB = "candidate_lists"
+LISTS_VERSION = 2
 #: Deleted ``rel`` points (rewrites) tolerated, as a multiple of the live ones, before compaction.
 GARBAGE_RATIO = 4.0
 EMPTY_IDS = np.zeros(0, np.int64)
@@ -81,9 +81,9 @@ def depth(k: int) -> int:
 class AnchorList:
     """L: anchor ids and their raw similarities, best first; ``full`` when it holds every anchor of
     positive similarity. An empty list is always complete. ``exact`` marks the similarities that are
-    Qdrant's own numbers (None: all of them); the others (numpy's, or decoded from a stored vector)
-    may differ from Qdrant's by ~1e-7, so an order that rests on them within EPS is settled by
-    reading Qdrant's values."""
+    Qdrant's own numbers (None: all of them); the others (numpy's, for anchors added since) may
+    differ from Qdrant's by ~1e-7, so an order that rests on them within EPS is settled by reading
+    Qdrant's values."""
 
     ids: np.ndarray
     sims: np.ndarray
@@ -189,18 +189,6 @@ def _insert_sorted(ids: np.ndarray, sims: np.ndarray, ex: np.ndarray, e_ids: np.
 
 def _near(ids: np.ndarray, sims: np.ndarray, new_ids: np.ndarray, new_sims: np.ndarray, value: float) -> np.ndarray:
     return np.concatenate([ids[np.abs(sims - value) < 2 * EPS], new_ids[np.abs(new_sims - value) < 2 * EPS]])
-
-
-def rel_pair(lst: AnchorList, k: int, p: float) -> tuple[np.ndarray, np.ndarray]:
-    """One relative vector as (anchor ids ascending, values): what ``rel_matrix`` gives for one row."""
-    w = np.power(np.maximum(lst.sims[:k], 0.0), p)
-    keep = w > 0
-    ids, w = lst.ids[:k][keep], w[keep]
-    norm = float(np.sqrt(np.sum(w * w)))
-    if norm < relative.ZERO_NORM:
-        return EMPTY_IDS, np.zeros(0, np.float32)
-    order = np.argsort(ids)
-    return ids[order], (w[order] / norm).astype(np.float32)
 
 
 def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[int], list[float]]]:
@@ -501,8 +489,8 @@ def _compact(index: AsifIndex, rewritten: int) -> float:
 
 def _read_lists(index: AsifIndex) -> dict[int, tuple[int, AnchorList]]:
     """id -> (generation of the rel it was saved with, its list), from the blob (empty when none)."""
-    blob = index.backend.read_blob(STATE_BLOB)
-    if blob is None or int(blob.get("version", np.zeros(1))[0]) != STATE_VERSION:
+    blob = index.backend.read_blob(LISTS_BLOB)
+    if blob is None or int(blob.get("version", np.zeros(1))[0]) != LISTS_VERSION:
         return {}
     ids, gens, full, ptr = blob["ids"].tolist(), blob["gens"].tolist(), blob["full"].tolist(), blob["indptr"].tolist()
     l_ids = blob["list_ids"].astype(np.int64)
@@ -520,7 +508,7 @@ def _list_arrays(index: AsifIndex, ids: np.ndarray, lists: Sequence[AnchorList])
     ptr = np.zeros(len(lists) + 1, np.int64)
     np.cumsum([len(lst) for lst in lists], out=ptr[1:])
     return {
-        "version": np.asarray([STATE_VERSION]), "ids": np.asarray(ids, np.int64),
+        "version": np.asarray([LISTS_VERSION]), "ids": np.asarray(ids, np.int64),
         "gens": np.asarray([gens.get(i, -1) for i in np.asarray(ids).tolist()], np.int64),
         "full": np.asarray([lst.full for lst in lists], bool), "indptr": ptr,
         "list_ids": np.concatenate([lst.ids for lst in lists]).astype(np.int32) if lists else np.zeros(0, np.int32),
@@ -548,7 +536,7 @@ def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[
         all_lists = [saved[i][1] for i in all_ids.tolist()]
     else:
         return
-    index.backend.write_blob(STATE_BLOB, _list_arrays(index, all_ids, all_lists))
+    index.backend.write_blob(LISTS_BLOB, _list_arrays(index, all_ids, all_lists))
 
 
 def candidate_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> tuple[sp.csr_matrix, list[AnchorList]]:

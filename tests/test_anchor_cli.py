@@ -174,7 +174,7 @@ def test_doctor_reports_and_rebuilds_missing_derived_data(tmp_path) -> None:
 
     store = tmp_path / "s"
     store_with_label_set(store)
-    (store / "blobs" / f"{refresh.STATE_BLOB}.npz").unlink()
+    (store / "blobs" / f"{refresh.LISTS_BLOB}.npz").unlink()
     code, out = cli("doctor", "--store", str(store))
     assert code == 1, out
     assert "[PROBLEM] derived vectors: 0 candidate(s) without a relative vector, 10 without a saved list" in out

@@ -300,13 +300,13 @@ def test_a_damaged_list_blob_costs_a_search_not_correctness(tmp_path) -> None:
     add(client, rng, 20)
     put_sets(client, rng, 5, 3)
     client.close()
-    blob = tmp_path / "s" / "blobs" / f"{refresh.STATE_BLOB}.npz"
+    blob = tmp_path / "s" / "blobs" / f"{refresh.LISTS_BLOB}.npz"
     blob.write_bytes(blob.read_bytes()[:100])
     client = AsifClient(tmp_path / "s")
-    assert client.backend.read_blob(refresh.STATE_BLOB) is None
+    assert client.backend.read_blob(refresh.LISTS_BLOB) is None
     add(client, rng, 4)
     assert_fresh(client)
-    assert client.backend.read_blob(refresh.STATE_BLOB) is not None
+    assert client.backend.read_blob(refresh.LISTS_BLOB) is not None
     client.close()
 
 
