@@ -220,15 +220,14 @@ class AsifIndex:
     def put_candidates(
         self, set_key: str, ids: Sequence[int], vectors: np.ndarray, modality: Modality,
         payloads: Sequence[dict[str, Any]],
-    ) -> sp.csr_matrix:
-        """Store candidates with their embedding, relative vector and anchor list (refresh.py);
-        returns the relative vectors."""
+    ) -> None:
+        """Store candidates with their embedding, relative vector and anchor list (refresh.py)."""
         from asif_vdb import refresh
 
         vecs = self.check_vectors(vectors, modality, f"{set_key} items")
         if self.config.journal and not self.updating:
             self.anchor_topk(vecs[:0], modality)  # refuses, with the reason
-        rel, lists = refresh.candidate_lists(self, vecs, modality)
+        lists = refresh.search_lists(self, vecs, modality)
         for start in range(0, len(ids), WRITE_BATCH):
             self.backend.upsert(CANDIDATES, [
                 PointData(int(ids[i]), payload={**payloads[i], "set": set_key}, dense={modality: vecs[i]})
@@ -236,7 +235,6 @@ class AsifIndex:
             ])
         refresh.write(self, ids, lists, [set_key] * len(ids))
         refresh.note_put(self, set_key, ids, vecs, modality, lists)
-        return rel
 
     def rank_candidates(self, queries: sp.csr_matrix, set_key: str, limit: int, with_payload: bool = False) -> list[Hits]:
         """Sparse dot-product ranking of a set's candidates for each query relative vector (with the

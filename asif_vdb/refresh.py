@@ -36,7 +36,6 @@ to run while one is unfinished.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -202,9 +201,7 @@ def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[
     if not sum(lengths):
         return [([], []) for _ in lists]
     ids = np.concatenate(heads)
-    w = np.maximum(np.concatenate([lst.sims[:k] for lst in lists]), 0.0)
-    if p != 1.0:
-        w = np.power(w, p)
+    w = relative.clamp_power(np.concatenate([lst.sims[:k] for lst in lists]), p)
     rows = np.repeat(np.arange(len(lists)), lengths)
     norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=len(lists)))
     live = norms >= relative.ZERO_NORM
@@ -429,25 +426,6 @@ def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[Anc
     if not len(ids):
         return 0.0
     ids = [int(i) for i in ids]
-    with _gc_paused():
-        return _write(index, ids, lists, sets)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """A write builds millions of short-lived Python numbers and thousands of lists for the engine;
-    the cyclic collector would walk every live object of the process (torch's included) many times
-    meanwhile, for nothing: none of these form cycles."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: Sequence[str] | None) -> float:
     if sets is None:
         got = {p.id: str(p.payload.get("set", "")) for p in index.backend.retrieve(CANDIDATES, ids, ["set"])}
         sets = [got.get(i, "") for i in ids]
@@ -539,12 +517,6 @@ def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[
     index.backend.write_blob(LISTS_BLOB, _list_arrays(index, all_ids, all_lists))
 
 
-def candidate_lists(index: AsifIndex, vecs: np.ndarray, modality: Modality) -> tuple[sp.csr_matrix, list[AnchorList]]:
-    """For ``put_candidates``: the relative vectors and lists of new candidates."""
-    lists = search_lists(index, vecs, modality)
-    return rel_matrix(lists, index.config.params.k, index.config.params.p, index.n_coords), lists
-
-
 def anchor_vectors(index: AsifIndex, ids: Sequence[int], modality: Modality) -> tuple[np.ndarray, np.ndarray]:
     """(ids, unit vectors) of the visible anchors among ``ids``."""
     got = [p for p in index.backend.retrieve(ANCHORS[modality], list(ids), True, ("v",)) if p.payload.get("ok") == 1]
@@ -582,12 +554,6 @@ def apply(
     harmless, which is what lets ``recover`` re-run an interrupted refresh.
 
     ``vectors`` optionally gives the added anchors' (ids, unit vectors) per modality, saving a read."""
-    with _gc_paused():
-        return _apply(index, added, deleted, vectors)
-
-
-def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
-           vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> RefreshReport:
     report = RefreshReport()
     deleted_arr = np.unique(np.asarray(list(deleted), np.int64))
     added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))

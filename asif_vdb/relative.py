@@ -48,7 +48,7 @@ def relative_vectors(
     rows, cols, vals = [], [], []
     for i, (ids, sims) in enumerate(zip(anchor_ids, similarities)):
         ids = np.asarray(ids, dtype=np.int64)
-        weights = _clamp_power(np.asarray(sims, dtype=np.float64), p)
+        weights = clamp_power(np.asarray(sims, dtype=np.float64), p)
         keep = weights > 0
         ids, weights = ids[keep], weights[keep]
         norm = float(np.sqrt(np.sum(weights * weights)))
@@ -69,7 +69,8 @@ def relative_vectors(
     return out
 
 
-def _clamp_power(sims: np.ndarray, p: float) -> np.ndarray:
+def clamp_power(sims: np.ndarray, p: float) -> np.ndarray:
+    """Similarities clamped at 0 and raised to p: the weights of a relative vector before normalising."""
     return np.power(np.maximum(sims, 0.0), p)
 
 
