@@ -12,7 +12,6 @@ import signal
 import struct
 import subprocess
 import sys
-import tarfile
 import time
 import zlib
 from collections import Counter
@@ -22,6 +21,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_ingest_readers import make_tar
 
 from asif_vdb.cli import main
 from asif_vdb.client import AsifClient, pair_hash
@@ -77,16 +77,6 @@ def write_table(folder: Path, rows: list[tuple[str, str]], name: str = "pairs.cs
         w.writerow(["image", "caption", *(extra or {})])
         for i, (image, caption) in enumerate(rows):
             w.writerow([image, caption, *(col[i] for col in (extra or {}).values())])
-    return path
-
-
-def make_shard(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
     return path
 
 
@@ -199,15 +189,15 @@ def test_webdataset_shards_and_unsafe_members(client, tmp_path) -> None:
             members += [(f"{key}.jpg", distinct(10 * n + i)),
                         (f"{key}.txt", f"shard {n} item {i}".encode()),
                         (f"{key}.json", json.dumps({"url": f"http://x/{key}"}).encode())]
-        make_shard(shards / f"{n:05d}.tar", members)
-    make_shard(shards / "00002.tar", [
+        make_tar(shards / f"{n:05d}.tar", members)
+    make_tar(shards / "00002.tar", [
         ("/etc/evil.jpg", distinct(90)), ("/etc/evil.txt", b"absolute"),
         ("../up.jpg", distinct(91)), ("../up.txt", b"dot dot"),
         ("ok.jpg", distinct(92)), ("ok.txt", b"the safe one"),
     ])
     members = [(f"t{i}.{ext}", data) for i in range(3)
                for ext, data in (("jpg", distinct(50 + i)), ("txt", b"truncated"))]
-    whole = make_shard(tmp_path / "whole.tar", members).read_bytes()
+    whole = make_tar(tmp_path / "whole.tar", members).read_bytes()
     (shards / "00003.tar").write_bytes(whole[:2560 + 512 + 300])  # cut inside t1.jpg's data
     report = tmp_path / "r.jsonl"
     s = ingest(client, shards / "{00000..00003}.tar", report=report)
