@@ -36,6 +36,7 @@ to run while one is unfinished.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -426,6 +427,26 @@ def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[Anc
     if not len(ids):
         return 0.0
     ids = [int(i) for i in ids]
+    with _gc_paused():
+        return _write(index, ids, lists, sets)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """A refresh builds millions of short-lived Python numbers and thousands of lists for the engine;
+    the cyclic collector would walk every live object of the process many times meanwhile, for
+    nothing (none of these form cycles). With the encoders loaded (538k tracked objects) pausing it
+    saves 0.15-0.5 s of a 1,000-anchor update; in a bare process it makes no difference."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: Sequence[str] | None) -> float:
     if sets is None:
         got = {p.id: str(p.payload.get("set", "")) for p in index.backend.retrieve(CANDIDATES, ids, ["set"])}
         sets = [got.get(i, "") for i in ids]
@@ -554,6 +575,12 @@ def apply(
     harmless, which is what lets ``recover`` re-run an interrupted refresh.
 
     ``vectors`` optionally gives the added anchors' (ids, unit vectors) per modality, saving a read."""
+    with _gc_paused():
+        return _apply(index, added, deleted, vectors)
+
+
+def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
+           vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> RefreshReport:
     report = RefreshReport()
     deleted_arr = np.unique(np.asarray(list(deleted), np.int64))
     added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))
