@@ -49,7 +49,7 @@ import scipy.sparse as sp
 from asif_vdb import relative
 from asif_vdb.index import ANCHORS, CANDIDATES, RELATIVES, VISIBLE, AsifIndex, Modality
 from asif_vdb.methods_index import embed
-from asif_vdb.store.base import Filter, Hits, PointData
+from asif_vdb.store.base import Filter, Hits
 
 #: Orders decided by values closer than this are re-read from Qdrant. Its scores are float32 dot
 #: products; numpy's float64 ones differ from them by at most 8.8e-8 over 600k candidate-anchor pairs
@@ -207,7 +207,7 @@ def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[
     norms = np.sqrt(np.bincount(rows, weights=w * w, minlength=len(lists)))
     live = norms >= relative.ZERO_NORM
     values = (w / np.where(live, norms, 1.0)[rows]).astype(np.float32)
-    ids_list, values_list, positive = ids.tolist(), values.tolist(), w > 0
+    id_objects, positive = _int_objects(int(ids.max()))[ids], w > 0
     out, start = [], 0
     for row, n in enumerate(lengths):
         end = start + n
@@ -215,9 +215,22 @@ def rel_lists(lists: Sequence[AnchorList], k: int, p: float) -> list[tuple[list[
             out.append(([], []))
         else:  # sims are sorted: zero weights form the tail
             stop = end if positive[end - 1] else start + int(positive[start:end].sum())
-            out.append((ids_list[start:stop], values_list[start:stop]))
+            out.append((id_objects[start:stop].tolist(), values[start:stop].tolist()))
         start = end
     return out
+
+
+_INT_OBJECTS = np.zeros(0, object)
+
+
+def _int_objects(largest: int) -> np.ndarray:
+    """Python ints 0..largest (or more) in an object array: an anchor id list built by indexing it
+    shares these objects instead of allocating 800 new ints per vector (a tenth of a refresh's
+    list building, and as much again when the lists are freed)."""
+    global _INT_OBJECTS
+    if len(_INT_OBJECTS) <= largest:
+        _INT_OBJECTS = np.fromiter(range(max(2 * len(_INT_OBJECTS), largest + 1)), object)
+    return _INT_OBJECTS
 
 
 def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> sp.csr_matrix:
@@ -452,14 +465,12 @@ def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList], sets: 
         sets = [got.get(i, "") for i in ids]
     k, p = index.config.params.k, index.config.params.p
     gens, gen = _gens(index), time.time_ns()
+    payloads = {key: {"set": key, "gen": gen} for key in set(sets)}
     for start in range(0, len(ids), WRITE_BATCH):
-        batch = []
-        rels = rel_lists(lists[start : start + WRITE_BATCH], k, p)
-        for i, key, rel in zip(ids[start : start + WRITE_BATCH], sets[start : start + WRITE_BATCH], rels):
-            batch.append(PointData(i, {"set": key, "gen": gen}, sparse={"rel": rel}))
-            gens[i] = gen
-        index.backend.delete(RELATIVES, [pt.id for pt in batch])
-        index.backend.upsert(RELATIVES, batch)
+        batch = ids[start : start + WRITE_BATCH]
+        index.backend.replace_sparse(RELATIVES, "rel", batch, rel_lists(lists[start : start + WRITE_BATCH], k, p),
+                                     [payloads[key] for key in sets[start : start + WRITE_BATCH]])
+        gens.update(dict.fromkeys(batch, gen))
     return _compact(index, len(ids))
 
 
@@ -717,6 +728,7 @@ def _add_chunk(
     old_ids = np.concatenate([chunk[i].ids for i in idx])
     if len(new_ids) and new_ids.min() <= old_ids.max():  # a re-run may find anchors already in: one by one
         return [], rows
+    ids_ascending = bool(np.all(new_ids[1:] > new_ids[:-1]))
     old_sims = np.concatenate([chunk[i].sims for i in idx])
     n_old = lengths[idx]
     old_ex = np.ones(len(old_ids), bool)
@@ -727,11 +739,15 @@ def _add_chunk(
     old_row = np.repeat(np.arange(len(idx)), n_old)
     e_row, e_col = np.nonzero(sims[idx] > bars[idx, None])
     e_sims, e_ids = sims[idx][e_row, e_col], new_ids[e_col]
-    order = np.lexsort((e_ids, -e_sims, e_row))  # per row: best first, equal ones by id
-    e_row, e_sims, e_ids = e_row[order], e_sims[order], e_ids[order]
     # One sorted key across the chunk (row, then similarity descending): a new entry goes after equal
     # old ones, as in _insert_sorted. Similarities are in (0, 1], so rows do not overlap.
-    at = np.searchsorted(old_row * 4.0 + (2.0 - old_sims), e_row * 4.0 + (2.0 - e_sims), side="right")
+    e_key = e_row * 4.0 + (2.0 - e_sims)
+    if ids_ascending:  # within a row the entries come in column (id) order: a stable sort keeps it
+        order = np.argsort(e_key, kind="stable")
+    else:
+        order = np.lexsort((e_ids, e_key))  # per row: best first, equal ones by id
+    e_row, e_sims, e_ids, e_key = e_row[order], e_sims[order], e_ids[order], e_key[order]
+    at = np.searchsorted(old_row * 4.0 + (2.0 - old_sims), e_key, side="right")
     at += np.arange(len(at))
     total = len(old_ids) + len(e_ids)
     is_old = np.ones(total, bool)
@@ -741,19 +757,21 @@ def _add_chunk(
     m_ids[is_old], m_sims[is_old], m_ex[is_old] = old_ids, old_sims, old_ex
     m_len = n_old + np.bincount(e_row, minlength=len(idx))
     m_start = np.concatenate([[0], np.cumsum(m_len)[:-1]])
-    cut = np.zeros(len(idx), bool)  # a cut at k or K within EPS: the one-row path settles it
+    cut = np.zeros(len(idx), bool)  # a cut at k or K within EPS and not settled: the one-row path
     for b in (k, K):
         over = np.flatnonzero(m_len > b)
-        cut[over] |= m_sims[m_start[over] + b - 1] - m_sims[m_start[over] + b] < EPS
+        tied = over[m_sims[m_start[over] + b - 1] - m_sims[m_start[over] + b] < EPS]
+        for j in tied.tolist():  # ties among Qdrant's own numbers (an image shared by 5 anchors) are settled
+            a = int(m_start[j])
+            cut[j] |= not _settled(m_sims[a : a + m_len[j]], m_ex[a : a + m_len[j]], b)
     keep = np.minimum(m_len, K)
-    all_exact = np.add.reduceat(m_ex.astype(np.int64), m_start) == m_len if total else np.ones(len(idx), bool)
     hard = ~easy
     hard[idx[cut]] = True
     out: list[tuple[int, AnchorList]] = []
     for j in np.flatnonzero(~cut & (m_len > n_old)).tolist():  # rows where something entered
         a, end = int(m_start[j]), int(m_start[j] + keep[j])
-        ex = None if all_exact[j] or m_ex[a:end].all() else m_ex[a:end]
-        out.append((int(rows[idx[j]]), AnchorList(m_ids[a:end], m_sims[a:end], False, ex)))
+        ex = m_ex[a:end]  # new entries are inexact, so "all exact" is rare: only when all were cut
+        out.append((int(rows[idx[j]]), AnchorList(m_ids[a:end], m_sims[a:end], False, None if ex.all() else ex)))
     return out, rows[hard]
 
 

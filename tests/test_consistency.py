@@ -84,12 +84,12 @@ KILL_POINTS = [  # (update, backend call, collection prefix, nth such call, die 
     ("add", "set_payload", "anchor_", 1, "after"),  # image half visible, caption half not: completed
     ("add", "delete", "candidate_rel", 1, "before"),  # pairs visible, candidates not refreshed
     ("add", "delete", "candidate_rel", 1, "after"),  # derived vectors deleted, not yet written again
-    ("add", "upsert", "candidate_rel", 1, "after"),  # derived vectors written, their states not saved
+    ("add", "replace_sparse", "candidate_rel", 1, "after"),  # derived vectors written, their states not saved
     ("add", "write_blob", "candidate_lists", 1, "after"),  # refreshed, journal not yet cleared
     ("delete", "set_payload", "anchor_", 1, "after"),  # image half hidden, caption half visible
     ("delete", "delete", "anchor_", 1, "after"),  # caption half deleted, image half still there
     ("delete", "delete", "candidate_rel", 1, "before"),
-    ("delete", "upsert", "candidate_rel", 1, "after"),
+    ("delete", "replace_sparse", "candidate_rel", 1, "after"),
 ]
 
 

@@ -117,6 +117,13 @@ class Backend(ABC):
             merged.append(PointData(p.id, old.payload, {**old.dense, **p.dense}, {**old.sparse, **p.sparse}))
         self.upsert(collection, merged)
 
+    def replace_sparse(self, collection: str, vector: str, ids: Sequence[int],
+                       rels: Sequence[tuple[list[int], list[float]]], payloads: Sequence[dict[str, Any]]) -> None:
+        """Delete these points and insert them anew, each with one sparse vector (indices, values as
+        Python lists) and a payload: the bulk write of a refresh. (Generic version: delete, upsert.)"""
+        self.delete(collection, ids)
+        self.upsert(collection, [PointData(int(i), pl, sparse={vector: rel}) for i, rel, pl in zip(ids, rels, payloads)])
+
     @abstractmethod
     def delete(self, collection: str, ids: Sequence[int]) -> None: ...
 

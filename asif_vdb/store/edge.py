@@ -162,6 +162,19 @@ class EdgeBackend(Backend):
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
 
+    def replace_sparse(self, collection, vector, ids, rels, payloads):  # type: ignore[override]
+        """Built straight into the engine's objects: this runs for every candidate after an anchor
+        update (8,000 points of 800 entries), where intermediate PointData cost ~0.1 s."""
+        if not len(ids):
+            return
+        qe = _edge()
+        sparse, point = qe.SparseVector, qe.Point
+        self.delete(collection, ids)
+        self._shard(collection).update(qe.UpdateOperation.upsert_points([
+            point(id=int(i), vector={vector: sparse(indices=idx, values=vals)}, payload=pl)
+            for i, (idx, vals), pl in zip(ids, rels, payloads)
+        ]))
+
     def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
         if points:
             qe = _edge()
