@@ -333,3 +333,28 @@ def test_written_relative_vectors_equal_the_dense_maths(p) -> None:
             np.testing.assert_allclose(got[lists[row].ids[:k]], dense / np.linalg.norm(dense), atol=1e-7)
         else:
             assert not ids
+
+
+def test_background_compaction_keeps_every_candidate_exact(tmp_path, monkeypatch) -> None:
+    """Compaction of the deleted derived points runs in the background on Edge (queries go on, the
+    next write waits for it). Started after every update here, it must never lose or mix up a
+    vector, including across a reopen while one may still be running."""
+    monkeypatch.setattr(refresh, "GARBAGE_RATIO", 0.0)
+    rng = np.random.default_rng(11)
+    path = tmp_path / "s"
+    client = make_store(path, k=4)
+    add(client, rng, 60)
+    put_sets(client, rng, 10, 6)
+    started = []
+    for step in range(6):
+        if step % 2:
+            client.delete_anchors(anchor_ids(client)[:7])
+        else:
+            add(client, rng, 9)
+        started.append(client.last_refresh.compaction_started)
+        assert_fresh(client)  # reads while the compaction may still run
+        if step == 3:
+            client.close()
+            client = AsifClient(path)
+    assert all(started)
+    client.close()
