@@ -669,8 +669,8 @@ def _update_group(
         flat = np.concatenate([lst.ids for lst in lists]) if lengths.sum() else EMPTY_IDS
         gone = np.zeros(max(int(flat.max(initial=-1)), int(deleted.max()), index.n_coords) + 1, bool)
         gone[deleted] = True
-        hit_rows = np.repeat(np.arange(len(lists)), lengths)[gone[flat]]
-        touched[hit_rows] = True
+        ends = np.cumsum(lengths)  # the row of each hit, without an 8M-entry row index
+        touched[np.searchsorted(ends, np.flatnonzero(gone[flat]), side="right")] = True
     out: list[tuple[int, AnchorList]] = []
     research: list[int] = []
     pending: list[tuple[int, np.ndarray]] = []
@@ -678,6 +678,9 @@ def _update_group(
     slow = np.flatnonzero(touched)
     if gone is None and sims is not None:  # additions only: most rows merge in bulk
         merged, slow = _add_in_bulk(lists, slow, new_ids, sims, bars, k, K)
+        out.extend(merged)
+    elif gone is not None and sims is None:  # deletions only: likewise
+        merged, slow = _delete_in_bulk(lists, slow, gone, k, K)
         out.extend(merged)
     for row in slow:
         lst = lists[row]
@@ -790,6 +793,51 @@ def _add_chunk(
         ex = m_ex[a:end]  # new entries are inexact, so "all exact" is rare: only when all were cut
         out.append((int(rows[idx[j]]), AnchorList(m_ids[a:end], m_sims[a:end], False, None if ex.all() else ex)))
     return out, rows[hard]
+
+
+def _delete_in_bulk(
+    lists: Sequence[AnchorList], rows: np.ndarray, gone: np.ndarray, k: int, K: int,
+) -> tuple[list[tuple[int, AnchorList]], np.ndarray]:
+    """``update_list`` for deleted anchors, many rows at a time: (row, new list) for the rows it
+    settles, and the rows left to the one-row path (too few entries left: a search; a cut at k or K
+    within EPS that Qdrant's own numbers do not settle)."""
+    out: list[tuple[int, AnchorList]] = []
+    left: list[np.ndarray] = []
+    for start in range(0, len(rows), BULK_ROWS):
+        chunk = rows[start : start + BULK_ROWS]
+        part = [lists[r] for r in chunk.tolist()]
+        lengths = np.fromiter((len(lst) for lst in part), np.int64, len(part))
+        if not lengths.sum():
+            left.append(chunk)
+            continue
+        ids = np.concatenate([lst.ids for lst in part])
+        sims = np.concatenate([lst.sims for lst in part])
+        inexact = any(lst.exact is not None for lst in part)
+        ex = np.concatenate([lst.exact_mask() for lst in part]) if inexact else None
+        dropped = np.flatnonzero(gone[ids])
+        kept = lengths - np.bincount(np.searchsorted(np.cumsum(lengths), dropped, side="right"),
+                                     minlength=len(part))
+        keep = np.ones(len(ids), bool)
+        keep[dropped] = False
+        ids, sims = ids[keep], sims[keep]
+        ex = ex[keep] if ex is not None else np.ones(len(ids), bool)
+        starts = np.concatenate([[0], np.cumsum(kept)[:-1]])
+        hard = np.zeros(len(part), bool)
+        for j, lst in enumerate(part):
+            n = int(kept[j])
+            if n == lengths[j]:  # nothing of it was deleted
+                continue
+            if not lst.full and n < k:
+                hard[j] = True
+                continue
+            a = int(starts[j])
+            r_sims, r_ex = sims[a : a + n], ex[a : a + n]
+            if any(n > b and r_sims[b - 1] - r_sims[b] < EPS and not _settled(r_sims, r_ex, b) for b in (k, K)):
+                hard[j] = True
+                continue
+            out.append((int(chunk[j]), AnchorList(ids[a : a + n], r_sims, lst.full, None if r_ex.all() else r_ex)))
+        left.append(chunk[hard])
+    return out, np.concatenate(left) if left else rows
 
 
 def _replace(ids: np.ndarray, sims: np.ndarray, ex_ids: np.ndarray, ex_sims: np.ndarray) -> np.ndarray:
