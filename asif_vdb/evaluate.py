@@ -110,10 +110,12 @@ def _image_root(table: Path, first: str) -> Path:
 def encode_cached(encoder: Any, items: Sequence[Any], kind: str, cache_dir: Path | None,
                   progress: bool = True) -> np.ndarray:
     """Encode ``items`` (image paths or texts), reusing an earlier pass of the same encoder on the
-    same items (files keyed by path, size and modification time) from ``cache_dir``."""
+    same items (files keyed by path, size and modification time) in the same precision from
+    ``cache_dir``."""
     if cache_dir is None or not items:
         return encoder.encode(list(items), progress=progress)
-    h = hashlib.sha256(json.dumps(encoder.identity.model_dump(mode="json"), sort_keys=True).encode())
+    key = {**encoder.identity.model_dump(mode="json"), "precision": str(getattr(encoder, "precision", "float32"))}
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode())  # bfloat16 vectors are other numbers
     for item in items:
         if isinstance(item, (str, os.PathLike)) and kind == "image":
             st = Path(item).stat()

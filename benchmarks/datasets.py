@@ -96,8 +96,11 @@ def embeddings(client) -> dict[str, np.ndarray]:
     """Embeddings of every Flickr8k image and caption and every CIFAR-10 test image (cached)."""
     f8k = load_flickr8k()
     cifar_paths, _ = load_cifar10()
-    img_id = client.encoder("image").identity.model_dump()
-    txt_id = client.encoder("text").identity.model_dump()
+    # the cache key is the encoder identity plus the precision it ran in (bfloat16 captions differ
+    # from float32 ones by up to 3e-5 in cosine: not the same numbers)
+    img, txt = client.encoder("image"), client.encoder("text")
+    img_id = {**img.identity.model_dump(), "precision": str(getattr(img, "precision", "float32"))}
+    txt_id = {**txt.identity.model_dump(), "precision": str(getattr(txt, "precision", "float32"))}
     flat_caps = [c for n in f8k.images for c in f8k.captions[n]]
     return {
         "flickr_images": cached("flickr8k-images", img_id, lambda: client.encode_images(

@@ -111,3 +111,26 @@ def test_store_built_in_one_precision_serves_the_other(demo_data, tmp_path, buil
     assert [r.label for r in after] == [r.label for r in before]
     for x, y in zip(before, after):
         assert abs(x.score - y.score) < tolerance
+
+
+def test_the_embeddings_cache_keeps_float32_and_bfloat16_apart(tmp_path) -> None:
+    """`asif eval`'s cache is keyed by what made the vectors, precision included: a bfloat16 pass must
+    not be served float32 vectors (or the reverse)."""
+    from asif_vdb.config import EncoderIdentity
+    from asif_vdb.evaluate import encode_cached
+
+    class Fake:
+        identity = EncoderIdentity(family="sentence-transformers", name="fake", weights="test", dim=2)
+
+        def __init__(self, precision: str) -> None:
+            self.precision, self.calls = precision, 0
+
+        def encode(self, items, progress=False):
+            self.calls += 1
+            return np.full((len(items), 2), 1.0 if self.precision == "float32" else 2.0, np.float32)
+
+    fp32, bf16 = Fake("float32"), Fake("bfloat16")
+    assert encode_cached(fp32, ["a", "b"], "text", tmp_path)[0, 0] == 1.0
+    assert encode_cached(bf16, ["a", "b"], "text", tmp_path)[0, 0] == 2.0
+    assert encode_cached(fp32, ["a", "b"], "text", tmp_path)[0, 0] == 1.0
+    assert (fp32.calls, bf16.calls) == (1, 1)
