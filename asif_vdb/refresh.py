@@ -443,14 +443,13 @@ def exact_sims(index: AsifIndex, vecs: np.ndarray, modality: Modality,
 
 
 def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList],
-          sets: Sequence[str] | None = None) -> tuple[float, bool]:
+          sets: Sequence[str] | None = None) -> float | None:
     """Store the relative vectors of these candidates (their embeddings are untouched): each batch
     of ``rel`` points is deleted and written anew. ``sets`` (each candidate's set key) is read from
-    the candidates when not given. Returns (seconds spent waiting for an earlier compaction to
-    finish, whether this write started one: see GARBAGE_RATIO); the caller saves the lists
-    afterwards (``save_lists``)."""
+    the candidates when not given. Returns the seconds spent compacting (see GARBAGE_RATIO), None
+    when it was not due; the caller saves the lists afterwards (``save_lists``)."""
     if not len(ids):
-        return 0.0, False
+        return None
     ids = [int(i) for i in ids]
     with _gc_paused():
         return _write(index, ids, lists, sets)
@@ -472,20 +471,19 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _write(index: AsifIndex, ids: list[int], lists: Sequence[AnchorList],
-           sets: Sequence[str] | None) -> tuple[float, bool]:
+           sets: Sequence[str] | None) -> float | None:
     if sets is None:
         got = {p.id: str(p.payload.get("set", "")) for p in index.backend.retrieve(CANDIDATES, ids, ["set"])}
         sets = [got.get(i, "") for i in ids]
     k, p = index.config.params.k, index.config.params.p
     gens, gen = _gens(index), time.time_ns()
     payloads = {key: {"set": key, "gen": gen} for key in set(sets)}
-    waited = index.backend.settle(RELATIVES)
     for start in range(0, len(ids), WRITE_BATCH):
         batch = ids[start : start + WRITE_BATCH]
         index.backend.replace_sparse(RELATIVES, "rel", batch, rel_lists(lists[start : start + WRITE_BATCH], k, p),
                                      [payloads[key] for key in sets[start : start + WRITE_BATCH]])
         gens.update(dict.fromkeys(batch, gen))
-    return waited, _compact(index, len(ids))
+    return _compact(index, len(ids))
 
 
 def _gens(index: AsifIndex) -> dict[int, int]:
@@ -497,19 +495,19 @@ def _gens(index: AsifIndex) -> dict[int, int]:
     return gens
 
 
-def _compact(index: AsifIndex, rewritten: int) -> bool:
+def _compact(index: AsifIndex, rewritten: int) -> float | None:
     """Deleted points stay in the engine's indexes until compaction; compact once the rewrites since
-    the last one exceed GARBAGE_RATIO times the live points (so queries stay fast). The engine may
-    compact in the background (Edge does: queries go on, the next write waits). Returns whether it
-    started."""
+    the last one exceed GARBAGE_RATIO times the live points (so queries stay fast). Returns the
+    seconds it took (None when not due)."""
     garbage = getattr(index, "_rel_garbage", 0) + rewritten
     live = index.backend.count(RELATIVES)
     if garbage <= GARBAGE_RATIO * max(live, 1):
         index._rel_garbage = garbage  # type: ignore[attr-defined]
-        return False
+        return None
+    t = time.perf_counter()
     index.backend.optimize(RELATIVES)
     index._rel_garbage = 0  # type: ignore[attr-defined]
-    return True
+    return time.perf_counter() - t
 
 
 def _read_lists(index: AsifIndex) -> dict[int, tuple[int, AnchorList]]:
@@ -581,8 +579,6 @@ class RefreshReport:
     resolved: int = 0
     galleries_recomputed: list[str] = field(default_factory=list)
     galleries_dropped: list[str] = field(default_factory=list)
-    #: deleted derived points reached GARBAGE_RATIO: compaction runs on (in the background on Edge)
-    compaction_started: bool = False
     seconds: dict[str, float] = field(default_factory=dict)
 
     def timed(self, stage: str, since: float) -> float:
@@ -637,13 +633,13 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
             changed_lists.append(lst)
             changed_sets.append(group.sets[row])
     t = time.perf_counter()
-    compact_wait, report.compaction_started = write(index, changed_ids, changed_lists, changed_sets)
+    compact_s = write(index, changed_ids, changed_lists, changed_sets)
     t = report.timed("write", t)
     if changed_ids:
         save_lists(index)
     report.timed("save_lists", t)
-    if compact_wait:  # a compaction started by an earlier refresh was still running
-        report.seconds["compact_wait"] = round(compact_wait, 4)
+    if compact_s is not None:  # inside "write"; shown apart since only one update in several pays it
+        report.seconds["compact"] = round(compact_s, 4)
     report.rewritten = len(changed_ids)
     return report
 

@@ -335,26 +335,23 @@ def test_written_relative_vectors_equal_the_dense_maths(p) -> None:
             assert not ids
 
 
-def test_background_compaction_keeps_every_candidate_exact(tmp_path, monkeypatch) -> None:
-    """Compaction of the deleted derived points runs in the background on Edge (queries go on, the
-    next write waits for it). Started after every update here, it must never lose or mix up a
-    vector, including across a reopen while one may still be running."""
+def test_compaction_between_updates_keeps_every_candidate_exact(tmp_path, monkeypatch) -> None:
+    """Compaction of the deleted derived points (here after every update) must never lose or mix up
+    a vector, across reopens too."""
     monkeypatch.setattr(refresh, "GARBAGE_RATIO", 0.0)
     rng = np.random.default_rng(11)
     path = tmp_path / "s"
     client = make_store(path, k=4)
     add(client, rng, 60)
     put_sets(client, rng, 10, 6)
-    started = []
     for step in range(6):
         if step % 2:
             client.delete_anchors(anchor_ids(client)[:7])
         else:
             add(client, rng, 9)
-        started.append(client.last_refresh.compaction_started)
-        assert_fresh(client)  # reads while the compaction may still run
+        assert "compact" in client.last_refresh.seconds
+        assert_fresh(client)
         if step == 3:
             client.close()
             client = AsifClient(path)
-    assert all(started)
     client.close()

@@ -189,12 +189,7 @@ class Backend(ABC):
         """Make every write durable (no-op where writes already are)."""
 
     def optimize(self, collection: str) -> None:  # noqa: B027 - optional hook
-        """Reclaim the space and search time of deleted points (no-op where the engine does it itself).
-        It may run in the background: reads go on meanwhile, writes to the collection wait for it."""
-
-    def settle(self, collection: str) -> float:
-        """Wait for background maintenance of this collection; returns the seconds waited."""
-        return 0.0
+        """Reclaim the space and search time of deleted points (no-op where the engine does it itself)."""
 
     # -- blobs: derived arrays kept beside the collections ----------------------------------------
     def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:
