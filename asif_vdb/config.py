@@ -132,6 +132,9 @@ class IndexConfig(BaseModel):
     next_candidate_id: int = 0
     label_sets: dict[str, LabelSetInfo] = Field(default_factory=dict)
     galleries: dict[str, GallerySetInfo] = Field(default_factory=dict)
+    #: The collection holding the candidates' derived relative vectors: a refresh that rewrites every
+    #: candidate writes them into a new one and switches here (refresh.py), leaving nothing to compact.
+    relatives: str = "candidate_rel"
     #: Anchor updates begun and not yet finished (refresh.py): completed or rolled back on open.
     journal: list[dict[str, Any]] = Field(default_factory=list)
     #: Embedding transforms by modality (methods.py); empty: plain ASIF on raw cosines.

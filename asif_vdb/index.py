@@ -32,6 +32,11 @@ WRITE_BATCH = 512
 TIE_MARGIN = 8
 
 
+def relatives_spec(name: str) -> CollectionSpec:
+    """A collection of derived relative vectors (``RELATIVES`` or one of its generations)."""
+    return CollectionSpec(name, sparse=("rel",), indexes={"set": "keyword"})
+
+
 class AsifIndex:
     """The ASIF engine over one backend. Holds the config; the caller saves it with ``save()``."""
 
@@ -49,7 +54,10 @@ class AsifIndex:
         backend.ensure_collection(CollectionSpec(
             CANDIDATES, dense={"image": dims["image"], "text": dims["text"]}, indexes={"set": "keyword"},
         ))
-        backend.ensure_collection(CollectionSpec(RELATIVES, sparse=("rel",), indexes={"set": "keyword"}))
+        backend.ensure_collection(relatives_spec(config.relatives))
+        for name in backend.list_collections():  # a generation a crash left behind (refresh.py)
+            if name != config.relatives and (name == RELATIVES or name.startswith(RELATIVES + "_g")):
+                backend.drop_collection(name)
         self.dims = dims
         #: >0 while an anchor update (journaled in the config) is being carried out by this process.
         self.updating = 0
@@ -61,6 +69,11 @@ class AsifIndex:
 
     def save(self) -> None:
         self.backend.write_config(self.config.model_dump(mode="json"))
+
+    @property
+    def relatives(self) -> str:
+        """The live collection of the candidates' relative vectors."""
+        return self.config.relatives
 
     # -- anchors ---------------------------------------------------------------------------------
     @property
@@ -239,7 +252,7 @@ class AsifIndex:
     def rank_candidates(self, queries: sp.csr_matrix, set_key: str, limit: int, with_payload: bool = False) -> list[Hits]:
         """Sparse dot-product ranking of a set's candidates for each query relative vector (with the
         candidates' payloads, read in one call, when asked)."""
-        hits = self.backend.search_sparse(RELATIVES, "rel", relative.to_pairs(queries), limit, Filter.where(set=set_key))
+        hits = self.backend.search_sparse(self.relatives, "rel", relative.to_pairs(queries), limit, Filter.where(set=set_key))
         if with_payload:
             wanted = sorted({int(i) for h in hits for i in h.ids})
             payloads = {p.id: p.payload for p in self.backend.retrieve(CANDIDATES, wanted, True)} if wanted else {}
@@ -248,21 +261,21 @@ class AsifIndex:
         return hits
 
     def candidate_relatives(self, ids: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        return {p.id: p.sparse["rel"] for p in self.backend.retrieve(RELATIVES, list(ids), False, ("rel",))
+        return {p.id: p.sparse["rel"] for p in self.backend.retrieve(self.relatives, list(ids), False, ("rel",))
                 if "rel" in p.sparse}
 
     def delete_candidates(self, ids: Sequence[int]) -> None:
         """Delete candidates (source and derived) by id."""
         from asif_vdb import refresh
 
-        self.backend.delete(RELATIVES, ids)
+        self.backend.delete(self.relatives, ids)
         self.backend.delete(CANDIDATES, ids)
         refresh.note_delete(self, ids)
 
     def drop_set(self, set_key: str) -> None:
         from asif_vdb import refresh
 
-        self.backend.delete_where(RELATIVES, Filter.where(set=set_key))
+        self.backend.delete_where(self.relatives, Filter.where(set=set_key))
         self.backend.delete_where(CANDIDATES, Filter.where(set=set_key))
         refresh.note_drop(self, set_key)
 

@@ -51,8 +51,10 @@ CHILD = textwrap.dedent("""
     import os, sys
     import numpy as np
     sys.path.insert(0, {tests!r})
+    from asif_vdb import refresh
     from asif_vdb.client import AsifClient
     from test_refresh import add, anchor_ids
+    refresh.SWAP_MIN = {swap}
     client = AsifClient({path!r})
     backend = client.backend
     calls = {{"n": 0}}
@@ -93,17 +95,31 @@ KILL_POINTS = [  # (update, backend call, collection prefix, nth such call, die 
 ]
 
 
-@pytest.mark.parametrize("op,method,collection,nth,when", KILL_POINTS)
-def test_a_killed_update_is_completed_or_rolled_back_on_open(tmp_path, op, method, collection, nth, when) -> None:
+#: With every candidate rewritten into a new collection that the config then switches to (SWAP_MIN=1).
+SWAP_KILL_POINTS = [
+    ("add", "insert_sparse", "candidate_rel", 1, "after"),  # new generation written, not switched to
+    ("add", "drop_collection", "candidate_rel", 1, "before"),  # switched, the old one not dropped
+    ("add", "drop_collection", "candidate_rel", 1, "after"),  # old one dropped, lists not saved
+    ("delete", "insert_sparse", "candidate_rel", 1, "before"),
+    ("delete", "drop_collection", "candidate_rel", 1, "before"),
+]
+
+
+@pytest.mark.parametrize("op,method,collection,nth,when,swap",
+                         [(*point, 10**9) for point in KILL_POINTS] + [(*point, 1) for point in SWAP_KILL_POINTS])
+def test_a_killed_update_is_completed_or_rolled_back_on_open(tmp_path, op, method, collection, nth, when,
+                                                             swap) -> None:
     path = tmp_path / "s"
     build(path)
     with AsifClient(path) as client:
         before = set(anchor_ids(client))
     code = CHILD.format(tests=str(TESTS), path=str(path), nth=nth, method=method, collection=collection, op=op,
-                        when=when)
+                        when=when, swap=swap)
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 17, run.stderr
     client = assert_consistent(path)
+    generations = [n for n in client.backend.list_collections() if n.startswith("candidate_rel")]
+    assert generations == [client.index.relatives]  # a generation the crash left behind is gone
     after = set(anchor_ids(client))
     if op == "add":
         assert after >= before and len(after - before) in (0, 12)  # all of the batch or none of it

@@ -125,6 +125,26 @@ OPS = st.lists(
 @given(k=st.integers(1, 6), p=st.sampled_from([0.5, 1.0, 2.0]), n0=st.integers(0, 25),
        n_text=st.integers(0, 12), n_image=st.integers(0, 8), ops=OPS, seed=st.integers(0, 2**31))
 def test_any_sequence_of_updates_equals_a_rebuild(k, p, n0, n_text, n_image, ops, seed) -> None:
+    run_updates(k, p, n0, n_text, n_image, ops, seed)
+
+
+@settings(max_examples=int(os.environ.get("ASIF_HYPOTHESIS_EXAMPLES", "25")) // 2, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(k=st.integers(1, 6), p=st.sampled_from([0.5, 1.0, 2.0]), n0=st.integers(0, 25),
+       n_text=st.integers(1, 12), n_image=st.integers(0, 8), ops=OPS, seed=st.integers(0, 2**31))
+def test_any_sequence_of_updates_equals_a_rebuild_when_full_rewrites_switch_collections(
+        k, p, n0, n_text, n_image, ops, seed) -> None:
+    """The same, with every write of all candidates going to a new collection (SWAP_MIN is 1,000
+    candidates in use)."""
+    saved = refresh.SWAP_MIN
+    refresh.SWAP_MIN = 1
+    try:
+        run_updates(k, p, n0, n_text, n_image, ops, seed)
+    finally:
+        refresh.SWAP_MIN = saved
+
+
+def run_updates(k, p, n0, n_text, n_image, ops, seed) -> None:
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s"
@@ -290,6 +310,11 @@ def test_refresh_on_the_qdrant_client_backend(monkeypatch) -> None:
     hits = client.backend.search_dense_each(ANCHORS["text"], "v", unit(rng, 2, DT), [2, 1],
                                             [Filter(ids=(1, 2)), Filter(ids=(3,))])
     assert sorted(hits[0].ids.tolist()) == [1, 2] and hits[1].ids.tolist() == [3]
+    monkeypatch.setattr(refresh, "SWAP_MIN", 1)  # and a full rewrite into a new collection, switched to
+    first = client.index.relatives
+    add(client, rng, 40)
+    assert client.index.relatives != first and first not in client.backend.list_collections()
+    assert_fresh(client)
 
 
 def test_a_damaged_list_blob_costs_a_search_not_correctness(tmp_path) -> None:
@@ -354,4 +379,46 @@ def test_compaction_between_updates_keeps_every_candidate_exact(tmp_path, monkey
         if step == 3:
             client.close()
             client = AsifClient(path)
+    client.close()
+
+
+def test_a_refresh_of_every_candidate_switches_to_a_new_collection(tmp_path, monkeypatch) -> None:
+    """Rewriting every candidate goes to a fresh collection named in the config; the old one is
+    dropped, nothing is left to compact, and a reopened store serves the new one."""
+    monkeypatch.setattr(refresh, "SWAP_MIN", 1)
+    rng = np.random.default_rng(12)
+    path = tmp_path / "s"
+    client = make_store(path, k=4)
+    add(client, rng, 40)
+    put_sets(client, rng, 6, 3)
+    names = [client.index.relatives]
+    for _ in range(3):
+        add(client, rng, 30)  # 30 new among 40: every candidate's top 4 changes
+        assert client.last_refresh.rewritten == client.backend.count(CANDIDATES)
+        names.append(client.index.relatives)
+        assert_fresh(client)
+    assert len(set(names)) == len(names)
+    live = [n for n in client.backend.list_collections() if n.startswith("candidate_rel")]
+    assert live == [names[-1]]
+    assert getattr(client.index, "_rel_garbage", 0) == 0
+    client.close()
+    client = AsifClient(path)
+    assert client.index.relatives == names[-1]
+    assert_fresh(client)
+    client.close()
+
+
+def test_a_generation_left_by_a_crash_is_dropped_on_open(tmp_path) -> None:
+    rng = np.random.default_rng(13)
+    path = tmp_path / "s"
+    client = make_store(path, k=3)
+    add(client, rng, 20)
+    put_sets(client, rng, 4, 0)
+    from asif_vdb.index import relatives_spec
+
+    client.backend.ensure_collection(relatives_spec("candidate_rel_g1"))  # written, never switched to
+    client.close()
+    client = AsifClient(path)
+    assert "candidate_rel_g1" not in client.backend.list_collections()
+    assert_fresh(client)
     client.close()

@@ -135,10 +135,10 @@ def test_gallery_follows_anchor_changes(tmp_path) -> None:
         want, s = dense_top(q_img, img[30:], gallery_txt, txt[30:], 10)
         check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
         # a gallery marked stale is recomputed from its stored embeddings before it is searched
-        points = client.index.backend.retrieve("candidate_rel", ids, True, ("rel",))
+        points = client.index.backend.retrieve(client.index.relatives, ids, True, ("rel",))
         for pt in points:  # scramble the stored relative vectors
             pt.sparse = {"rel": (np.array([150]), np.array([1.0], np.float32))}
-        client.index.backend.upsert("candidate_rel", points)
+        client.index.backend.upsert(client.index.relatives, points)
         with pytest.raises(AssertionError):
             check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
         client.index.config.galleries["caps"].stale = True

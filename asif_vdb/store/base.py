@@ -89,6 +89,14 @@ class Backend(ABC):
     def has_collection(self, name: str) -> bool: ...
 
     @abstractmethod
+    def list_collections(self) -> list[str]:
+        """Names of this store's collections."""
+
+    @abstractmethod
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and its points (nothing when there is none)."""
+
+    @abstractmethod
     def read_config(self) -> dict[str, Any] | None:
         """The stored config document, or None for a new store."""
 
@@ -120,8 +128,13 @@ class Backend(ABC):
     def replace_sparse(self, collection: str, vector: str, ids: Sequence[int],
                        rels: Sequence[tuple[list[int], list[float]]], payloads: Sequence[dict[str, Any]]) -> None:
         """Delete these points and insert them anew, each with one sparse vector (indices, values as
-        Python lists) and a payload: the bulk write of a refresh. (Generic version: delete, upsert.)"""
+        Python lists) and a payload: the bulk write of a refresh."""
         self.delete(collection, ids)
+        self.insert_sparse(collection, vector, ids, rels, payloads)
+
+    def insert_sparse(self, collection: str, vector: str, ids: Sequence[int],
+                      rels: Sequence[tuple[list[int], list[float]]], payloads: Sequence[dict[str, Any]]) -> None:
+        """Write points that have one sparse vector each (see ``replace_sparse``). (Generic: upsert.)"""
         self.upsert(collection, [PointData(int(i), pl, sparse={vector: rel}) for i, rel, pl in zip(ids, rels, payloads)])
 
     @abstractmethod

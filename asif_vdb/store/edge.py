@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
+import time
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,6 +37,7 @@ class EdgeBackend(Backend):
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store path {self.path} exists and is not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
+        self._sweep()
         self._shards: dict[str, Any] = {}
         self._specs: dict[str, CollectionSpec] = {}
         self._blob_thread: threading.Thread | None = None
@@ -50,6 +53,32 @@ class EdgeBackend(Backend):
         return name in self._shards or (self._dir(name) / "edge_config.json").exists() or (
             self._dir(name).is_dir() and any(self._dir(name).iterdir())
         )
+
+    def list_collections(self) -> list[str]:
+        root = self.path / "collections"
+        on_disk = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")} if root.is_dir() else set()
+        return sorted(on_disk | set(self._shards))
+
+    def drop_collection(self, name: str) -> None:
+        """Closed, then its folder renamed out of the way at once (so it is gone even if the removal
+        is cut short: ``_sweep`` finishes it on the next open) and removed by a background thread."""
+        shard = self._shards.pop(name, None)
+        self._specs.pop(name, None)
+        if shard is not None:
+            shard.close()
+        directory = self._dir(name)
+        if not directory.exists():
+            return
+        trash = directory.with_name(f".trash-{name}-{time.time_ns()}")
+        os.replace(directory, trash)
+        threading.Thread(target=shutil.rmtree, args=(trash,), kwargs={"ignore_errors": True},
+                         name=f"asif-drop-{name}").start()  # finishes before exit
+
+    def _sweep(self) -> None:
+        """Remove folders of collections dropped by a process that stopped before it finished."""
+        root = self.path / "collections"
+        for trash in root.glob(".trash-*") if root.is_dir() else ():
+            shutil.rmtree(trash, ignore_errors=True)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
         qe = _edge()
@@ -164,14 +193,13 @@ class EdgeBackend(Backend):
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
 
-    def replace_sparse(self, collection, vector, ids, rels, payloads):  # type: ignore[override]
+    def insert_sparse(self, collection, vector, ids, rels, payloads):  # type: ignore[override]
         """Built straight into the engine's objects: this runs for every candidate after an anchor
         update (8,000 points of 800 entries), where intermediate PointData cost ~0.1 s."""
         if not len(ids):
             return
         qe = _edge()
         sparse, point = qe.SparseVector, qe.Point
-        self.delete(collection, ids)
         self._shard(collection).update(qe.UpdateOperation.upsert_points([
             point(id=int(i), vector={vector: sparse(indices=idx, values=vals)}, payload=pl)
             for i, (idx, vals), pl in zip(ids, rels, payloads)

@@ -50,6 +50,15 @@ class QdrantServerBackend(Backend):
     def has_collection(self, name: str) -> bool:
         return bool(self.client.collection_exists(self._name(name)))
 
+    def list_collections(self) -> list[str]:
+        mine = f"{self.prefix}_"
+        return [c.name[len(mine):] for c in self.client.get_collections().collections if c.name.startswith(mine)]
+
+    def drop_collection(self, name: str) -> None:
+        if self.client.collection_exists(self._name(name)):
+            self.client.delete_collection(self._name(name))
+        self._specs.pop(name, None)
+
     def ensure_collection(self, spec: CollectionSpec) -> None:
         from qdrant_client import models
 
