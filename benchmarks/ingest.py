@@ -5,7 +5,8 @@ shards in a temp dir (each pair a sample with its own copy of the JPEG, as img2d
 them) and as CSV tables pointing at ../shared/datasets/flickr8k/images. Measured in one run:
 
 - encoder alone: read + decode + preprocess (threads, bounded prefetch) + batched
-  `encode_tensors` over the N distinct images: the best loop for the image side alone;
+  `encode_pixels` (uint8 pixels, normalised per batch: the same vectors as `encode_tensors`) over
+  the N distinct images: the best loop for the image side alone;
 - the pipeline (`ingest.pipeline.run_ingest`) into a fresh store, from the shards and from the
   tables, with the first caption of each image (as img2dataset writes them) and with all 5;
   then a rerun (no-op);
@@ -26,10 +27,13 @@ default stream layout (what `asif ingest` runs).
 Ratios per run: (1) strict, the image encoder alone's time for the run's images over the run's
 wall time (caption encoding and writes count as pipeline cost): the goal is >= 0.85; (2) the
 run's pairs/s over the image encoder's images/s (an image with 5 captions is encoded once);
-(3) both encoders alone (the images and the run's captions, in the pipeline's batches) over the
-run: the pipeline's own overhead. The machine is shared and its load drifts, so every pipeline
-run is measured between two runs of the encoder alone and compared with their mean; figures are
-medians over the rounds. Everything is warmed up first (traces, tokenizers, a small pipeline run).
+(3) `ratio_vs_image_plus_text_encoder_alone_same_pairs`: the image encoder alone on the run's
+images plus the text encoder alone on the run's captions (in the pipeline's batches, the faster
+stream layout), both measured in this run, over the run: the pipeline's own overhead, with the
+captions' cost counted on both sides. (1) stays the goal; (3) is reported beside it.
+The machine is shared and its load drifts, so every pipeline run is measured between two runs of
+the encoder alone and compared with their mean; figures are medians over the rounds. Everything
+is warmed up first (traces, tokenizers, a small pipeline run).
 
     python -m benchmarks.ingest [--images 1000] [--rounds 3]
 """
@@ -100,11 +104,15 @@ def encoder_alone(encoder: Any, paths: list[Path], batch: int, workers: int, win
 
     previous = torch.get_num_threads()
 
+    pixels = getattr(encoder, "pixel_transform", None) is not None  # uint8, normalised per batch
+
     def load(path: Path) -> Any:
-        return encoder.preprocess(path.read_bytes())
+        data = path.read_bytes()
+        return encoder.preprocess_pixels(data) if pixels else encoder.preprocess(data)
 
     def encode(futures: list[Any]) -> Any:
-        return encoder.encode_tensors(torch.stack([f.result() for f in futures]))
+        x = torch.stack([f.result() for f in futures])
+        return encoder.encode_pixels(x) if pixels else encoder.encode_tensors(x)
 
     init = _one_thread if streams > 1 else None
     t0 = time.perf_counter()
@@ -139,11 +147,15 @@ def encoder_alone(encoder: Any, paths: list[Path], batch: int, workers: int, win
 
 
 def same_model_batch1(encoder: Any, paths: list[Path]) -> float:
-    """Seconds for one image at a time with our encoder: preprocess, then `encode_tensors` on a
-    batch of one (same traced model, same precision; no batching, no decode threads)."""
+    """Seconds for one image at a time with our encoder: preprocess, then encode a batch of one
+    (same traced model, same precision, same preprocessing; no batching, no decode threads)."""
+    pixels = getattr(encoder, "pixel_transform", None) is not None
     t0 = time.perf_counter()
     for path in paths:
-        encoder.encode_tensors(encoder.preprocess(path.read_bytes())[None])
+        if pixels:
+            encoder.encode_pixels(encoder.preprocess_pixels(path.read_bytes())[None])
+        else:
+            encoder.encode_tensors(encoder.preprocess(path.read_bytes())[None])
     return time.perf_counter() - t0
 
 
@@ -230,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefetch-batches", type=int, default=4)
     ap.add_argument("--batch", type=int, default=256, help="pairs per store write")
     ap.add_argument("--rounds", type=int, default=3, help="repetitions (medians are reported)")
-    ap.add_argument("--image-batches", type=int, nargs="+", default=[8, 16, 32],
+    ap.add_argument("--image-batches", type=int, nargs="+", default=[4, 8, 16],
                     help="image batch sizes swept for the encoder alone (on up to 320 images)")
     args = ap.parse_args(argv)
 
@@ -357,8 +369,15 @@ def main(argv: list[str] | None = None) -> None:
             # pairs/s against images/s (the 5 captions of an image share its encoding)
             "pairs_per_s_vs_image_encoder_images_per_s": round(
                 ratio * last[name]["pairs"] / len(paths), 3),
-            # The pipeline's own overhead: both encoders alone on the same inputs, over the run.
-            "ratio_vs_both_encoders_alone": round((t_img + t_txt[captions]) / wall, 3),
+            # The pipeline's own overhead: image encoder alone + text encoder alone on the same
+            # pairs (both measured in this run), over the run.
+            "image_plus_text_encoder_alone_s": round(t_img + t_txt[captions], 2),
+            "ratio_vs_image_plus_text_encoder_alone_same_pairs": round(
+                (t_img + t_txt[captions]) / wall, 3),
+            # the caption encoder inside the pipeline (its time on the pipeline's thread)
+            "encode_text_captions_per_s_last_round": round(
+                last[name]["ingested"] / last[name]["seconds"]["encode_text"], 1)
+            if last[name]["seconds"].get("encode_text") else None,
         }
     runs["rerun_webdataset_5_captions"] = {
         **{k: rerun[k] for k in ("pairs", "ingested", "already_stored", "wall_s", "seconds")},
@@ -378,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         "image_encoder_alone_s": [round(t, 2) for t in baseline],
         "image_encoder_alone_images_per_s": round(len(paths) / t_img, 1),
         "text_encoder_alone_captions_per_s": round(len(pairs5) / t_txt["5_captions"], 1),
+        "text_encoder_alone_s": {k: round(v, 2) for k, v in t_txt.items()},
         "text_encoder_alone_captions_per_s_by_precision": text_by_precision,
         "naive_images": len(some),
         "images_per_s": {k: round(med(v), 1) for k, v in rates.items()},
@@ -395,14 +415,16 @@ def main(argv: list[str] | None = None) -> None:
         "runs": runs,
         "targets": {
             "batched_ge_2x_naive": med(vs_plain) >= 2.0,
+            "image_vectors_min_cosine_ge_0.9999_to_eager_float32": plain_cosine >= 0.9999,
             "batched_ge_2x_same_model_batch1": med(vs_batch1) >= 2.0,
             "pipeline_ge_0.85_image_encoder_alone_strict": {
                 k: r["ratio_vs_image_encoder_alone"] >= 0.85 for k, r in main_runs.items()},
             "pipeline_pairs_per_s_ge_0.85_image_encoder_images_per_s": {
                 k: r["pairs_per_s_vs_image_encoder_images_per_s"] >= 0.85
                 for k, r in main_runs.items()},
-            "pipeline_ge_0.85_both_encoders_alone": {
-                k: r["ratio_vs_both_encoders_alone"] >= 0.85 for k, r in main_runs.items()},
+            "pipeline_ge_0.85_image_plus_text_encoder_alone_same_pairs": {
+                k: r["ratio_vs_image_plus_text_encoder_alone_same_pairs"] >= 0.85
+                for k, r in main_runs.items()},
         },
     }
     finish("ingest", figures)

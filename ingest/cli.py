@@ -49,8 +49,8 @@ def _store_exists(store: Path) -> bool:
 @click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
               help="Decode + preprocess threads.")
 @click.option("--streams", type=click.IntRange(min=1), default=None,
-              help="CPU: parallel single-threaded encoder streams (default: one per torch "
-                   "thread; 1 = one stream with all threads).")
+              help="CPU: parallel single-threaded encoder streams (default 1: the encoders "
+                   "run on the pipeline's thread with all torch threads).")
 @click.option("--min-side", type=click.IntRange(min=1), default=8, show_default=True,
               help="Skip images with a side shorter than this (1x1 tracking pixels, placeholders).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=None,

@@ -26,8 +26,8 @@ class IngestConfig:
     # batches are smaller: 32, 64, ... so that the encoders start early)
     image_batch: int | None = None  # images per forward pass; None: the encoder's own batch size
     workers: int = 2  # decode + preprocess threads
-    streams: int | None = None  # parallel single-threaded model streams on CPU; None: one per
-    # torch thread (1 stream with torch's own threads on a GPU, or when set to 1)
+    streams: int | None = None  # CPU: None or 1 runs the encoders on the pipeline's own thread
+    # with torch's threads; N > 1: N parallel single-threaded streams (a GPU: always 1 stream)
     prefetch_batches: int = 4  # image batches decoded ahead of the encoder (bounds memory)
     min_side: int = 8  # smaller images (1x1 tracking pixels, placeholders) carry no content
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused as decompression bombs

@@ -4,9 +4,10 @@ A reader thread reads samples, loads their bytes and hashes each pair (`prepare`
 over a bounded queue. The calling thread looks each batch up in the store (pairs already stored
 are skipped before any decoding, which makes a rerun or a resumed run cheap), asks the image stage
 for the images of new pairs (decoded in worker threads, a bounded window ahead) and submits the
-batch's captions; image batches and caption batches run side by side on the compute streams
-(`encode.ComputePool`). Batches are finished in input order: image vectors, caption vectors, one
-`add_anchor_embeddings` call. So an interrupted run leaves a prefix of whole batches (plus at most
+batch's captions; image batches and caption batches are jobs of `encode.ComputePool` (on CPU
+run by this thread, with torch's threads, while the decoders and the reader work ahead).
+Batches are finished in input order: image vectors, caption vectors, one `add_anchor_embeddings`
+call. So an interrupted run leaves a prefix of whole batches (plus at most
 one batch half-written, which opening the store repairs) and the same command resumes after it.
 """
 
@@ -250,24 +251,24 @@ class Pipeline:
         shape = getattr(encoder, "data_config", {}).get("input_size")
         traced = getattr(encoder, "_traced", None) is not None  # TimmImageEncoder's CPU trace
         if transform is not None and shape and not traced:  # trace and optimise the model here,
-            import torch  # once, before the streams share it (the 2nd call runs the optimised plan)
-
+            from PIL import Image  # once, before the streams share it (the 2nd call runs the
+            # optimised plan); a blank image through the decoder's own transform fits either input
+            blank = transform(Image.new("RGB", (int(shape[-1]), int(shape[-2]))))
             for _ in range(2):
-                encode([torch.zeros(tuple(shape))] * batch)
+                encode([blank] * batch)
         return Decoder(transform, min_side=cfg.min_side, max_pixels=cfg.max_pixels), encode, batch
 
     def _compute(self) -> ComputePool:
         """The pool that runs forward passes, made on first use (the encoders are loaded then)."""
         if self._compute_pool is None:
-            streams, threads = 1, None
+            streams, threads, inline = 1, None, False
             device = "cpu" if self.config.dry_run else \
                 str(getattr(self.client.encoder("image"), "device", "cpu"))
             if device == "cpu" and not self.config.dry_run:
-                import torch
-
-                streams = self.config.streams or int(torch.get_num_threads())
+                streams = self.config.streams or 1
                 threads = 1 if streams > 1 else None
-            self._compute_pool = ComputePool(streams, threads)
+                inline = streams == 1  # on this thread, with torch's threads (see ComputePool)
+            self._compute_pool = ComputePool(streams, threads, inline=inline)
         return self._compute_pool
 
     def _create_store(self) -> None:
@@ -341,7 +342,11 @@ class Pipeline:
                 # Read ahead while the image stage has less than a window queued, so that decoding
                 # and encoding run on across batch boundaries instead of draining at each one.
                 if not exhausted and (not pending or stage.starved):
-                    item = handoff.get()
+                    try:  # with batches pending, encode them rather than wait for the reader
+                        item = handoff.get(block=not pending)
+                    except queue.Empty:
+                        stage.step()
+                        continue
                     if isinstance(item, _End):
                         exhausted = True
                         stage.close_input()

@@ -309,7 +309,37 @@ def test_decoder_pixel_limit_and_min_side() -> None:
     assert isinstance(small, DecodeFailure) and small.reason == "image_too_small"
 
 
-def test_image_stage_sends_the_last_partial_batch_beside_the_others() -> None:
+def test_inline_compute_pool_runs_each_job_in_the_asking_thread() -> None:
+    """Inline jobs run when (and where) their result is first asked for, once; errors re-raise."""
+    import threading
+
+    from ingest.encode import ComputePool
+
+    pool = ComputePool(1, None, inline=True)
+    ran: list[tuple[int, str]] = []
+
+    def job(i: int) -> int:
+        ran.append((i, threading.current_thread().name))
+        if i < 0:
+            raise ValueError("bad job")
+        return i * 10
+
+    first, second, bad = pool.submit(job, 1), pool.submit(job, 2), pool.submit(job, -1)
+    assert ran == [] and not first.done()
+    assert second.result() == 20 and first.result() == 10 and second.result() == 20
+    assert ran == [(2, threading.current_thread().name), (1, threading.current_thread().name)]
+    with pytest.raises(ValueError, match="bad job"):
+        bad.result()
+    with pytest.raises(ValueError, match="bad job"):
+        bad.result()
+    assert len(ran) == 3
+    pool.submit(job, 3)  # never asked for: never runs
+    pool.close()
+    assert len(ran) == 3
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_image_stage_sends_the_last_partial_batch_beside_the_others(inline: bool) -> None:
     """Once input ends, the short last batch goes out at once (it used to wait for every other
     batch to finish, leaving a core idle at the end); results come back for every image."""
     from ingest.encode import ComputePool, ImageStage
@@ -321,7 +351,7 @@ def test_image_stage_sends_the_last_partial_batch_beside_the_others() -> None:
         sizes.append(len(xs))
         return np.ones((len(xs), 3), np.float32)
 
-    pool = ComputePool(1, None)
+    pool = ComputePool(1, None, inline=inline)
     decoder = Decoder(lambda im: np.zeros(3), min_side=1, max_pixels=10**6)
     stage = ImageStage(lambda: (decoder, encode, 4), lambda: pool, prefetch_batches=4,
                        workers=2, times=StageTimes())
