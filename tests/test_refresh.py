@@ -134,14 +134,14 @@ def test_any_sequence_of_updates_equals_a_rebuild(k, p, n0, n_text, n_image, ops
        n_text=st.integers(1, 12), n_image=st.integers(0, 8), ops=OPS, seed=st.integers(0, 2**31))
 def test_any_sequence_of_updates_equals_a_rebuild_when_full_rewrites_switch_collections(
         k, p, n0, n_text, n_image, ops, seed) -> None:
-    """The same, with every write of all candidates going to a new collection (SWAP_MIN is 1,000
-    candidates in use)."""
-    saved = refresh.SWAP_MIN
-    refresh.SWAP_MIN = 1
+    """The same, with every refresh that changes anything writing all candidates into a new
+    collection (in use: 1,000 candidates or more, 90% of them changed)."""
+    saved = refresh.SWAP_MIN, refresh.SWAP_SHARE
+    refresh.SWAP_MIN, refresh.SWAP_SHARE = 1, 0.0
     try:
         run_updates(k, p, n0, n_text, n_image, ops, seed)
     finally:
-        refresh.SWAP_MIN = saved
+        refresh.SWAP_MIN, refresh.SWAP_SHARE = saved
 
 
 def run_updates(k, p, n0, n_text, n_image, ops, seed) -> None:
@@ -420,5 +420,26 @@ def test_a_generation_left_by_a_crash_is_dropped_on_open(tmp_path) -> None:
     client.close()
     client = AsifClient(path)
     assert "candidate_rel_g1" not in client.backend.list_collections()
+    assert_fresh(client)
+    client.close()
+
+
+def test_a_refresh_of_most_candidates_also_switches(tmp_path, monkeypatch) -> None:
+    """Past SWAP_SHARE of the candidates changed, the unchanged rest is written again beside them
+    into the new collection; the report still counts only the changed ones."""
+    monkeypatch.setattr(refresh, "SWAP_MIN", 1)
+    monkeypatch.setattr(refresh, "SWAP_SHARE", 0.01)
+    rng = np.random.default_rng(14)
+    client = make_store(tmp_path / "s", k=2)
+    add(client, rng, 200)
+    put_sets(client, rng, 8, 0)
+    prompts = np.stack([pt.dense["text"] for b in client.backend.scroll(CANDIDATES, None, False, ("text",))
+                        for pt in b])
+    first = client.index.relatives
+    near = prompts[0] / np.linalg.norm(prompts[0])  # a caption equal to one prompt: its top 2 change
+    client.add_anchor_embeddings(unit(rng, 1, DI), near[None, :], [{"caption": "one prompt's twin"}])
+    assert 0 < client.last_refresh.rewritten < client.backend.count(CANDIDATES)
+    assert client.index.relatives != first
+    assert client.backend.count(client.index.relatives) == client.backend.count(CANDIDATES)
     assert_fresh(client)
     client.close()
