@@ -4,8 +4,10 @@ candidate, so all of them are rewritten). Two ways, measured in the same run:
 
 - in place: ``update_vectors`` on the existing points (what the refresh did first);
 - delete + insert: delete each batch of points and insert them anew with their set payload (what
-  the refresh does now: the engine appends a new point's postings, but must find and remove an
-  updated one's from every posting list it was in).
+  a refresh that changes some candidates does: the engine appends a new point's postings, but must
+  find and remove an updated one's from every posting list it was in). A refresh that changes
+  (nearly) all of them inserts them into a new, empty collection instead, which costs about the
+  same and leaves no deleted points behind (refresh.SWAP_MIN).
 
     python benchmarks/edge_write_floor.py [--candidates 8000] [--k 800]
 """
