@@ -81,7 +81,8 @@ def _as32(t: methods.Transform) -> methods.Transform:
                              t.matrix.astype(np.float32).astype(np.float64))
 
 
-def _save(index: AsifIndex, modality: Modality, t: methods.Transform) -> None:
+def save_transform(index: AsifIndex, modality: Modality, t: methods.Transform) -> None:
+    """Write a transform's rows (its record goes in the config, by the caller)."""
     raw = index.raw_backend  # type: ignore[attr-defined]
     raw.ensure_collection(_spec(index))
     d = index.dims[modality]
@@ -131,7 +132,7 @@ def set_transforms(index: AsifIndex, options: dict[str, dict[str, Any] | None]) 
         records[m] = info.model_copy(update={"anchors": len(anchors[m][0]), "checksum": t.checksum()})
     for m, t in fitted.items():
         if t is not None:
-            _save(index, m, t)
+            save_transform(index, m, t)
             index.config.transforms[m] = records[m]
         else:
             index.config.transforms.pop(m, None)

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from asif_vdb import labels as label_sets
-from asif_vdb import refresh, relative
+from asif_vdb import methods_index, refresh, relative
 from asif_vdb.config import AsifParams, IndexConfig, LabelSetInfo
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex
@@ -145,7 +145,11 @@ def _write_store(index: AsifIndex, info: LabelSetInfo, kept: np.ndarray, out: Pa
     backend = open_backend(out)
     try:
         new = AsifIndex(backend, config)
+        for m, record in c.transforms.items():  # the store's method carries over: its fitted transforms
+            methods_index.save_transform(new, m, index.transforms[m])  # type: ignore[attr-defined]
+            new.config.transforms[m] = record
         new.save()
+        methods_index.install(new)  # anchors below are written through it
         written = 0
         for start in range(0, len(kept), COPY_BATCH):
             ids = [int(i) for i in kept[start : start + COPY_BATCH]]
@@ -160,10 +164,12 @@ def _write_store(index: AsifIndex, info: LabelSetInfo, kept: np.ndarray, out: Pa
             written += len(new_ids)
         _, prompts = label_set_vectors(index, info)
         copy = LabelSetInfo(name=info.name, classes=info.classes, templates=info.templates, aggregate=info.aggregate,
-                            first_id=new.allocate_candidates(info.n_candidates))
+                            normalise=info.normalise, first_id=new.allocate_candidates(info.n_candidates))
         texts = label_sets.prompts(info.classes, info.templates)
         new.put_candidates(label_sets.set_key(info.name), list(range(copy.first_id, copy.first_id + len(texts))),
                            prompts, "text", [{"class": i // len(info.templates), "text": t} for i, t in enumerate(texts)])
+        if copy.normalise == "hub":  # its statistics come from the pruned store's own anchors
+            methods_index.label_set_statistics(new, copy)
         new.config.label_sets[info.name] = copy  # the full store's threshold does not carry over
         new.save()
         return written

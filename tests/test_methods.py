@@ -218,3 +218,28 @@ def test_cli_methods(tmp_path) -> None:
     with AsifClient(store) as client:
         assert client.transforms() == {}
         assert client.label_set("animals").normalise == "hub"
+
+
+def test_prune_carries_the_transform_and_hub_normalisation(tmp_path) -> None:
+    """A pruned store keeps the full store's method: the same fitted transforms (its anchors are
+    stored through them) and a hub-normalised label set stays hub-normalised."""
+    from asif_vdb import prune
+
+    img, txt, pay = anchor_data(60)
+    rng = np.random.default_rng(9)
+    queries = structured(rng, 10, 1280)
+    with AsifClient(location=":memory:", params=PARAMS) as client:
+        client.add_anchor_embeddings(img, txt, pay)
+        client.set_transform(image=IMAGE_T, text=TEXT_T)
+        client.create_label_set("hub", CLASSES, normalise="hub")
+        report = prune.prune_store(client, "hub", 30, tmp_path / "small", k=K)
+        records = {m: r.model_dump() for m, r in client.index.config.transforms.items()}
+    ti = fitted(img, IMAGE_T)  # fitted on all 60 anchors, as in the full store
+    with AsifClient(tmp_path / "small") as small:
+        assert {m: r.model_dump() for m, r in small.index.config.transforms.items()} == records
+        assert small.label_set("hub").normalise == "hub" and small.label_set("hub").hub_mean is not None
+        source = small.anchors(list(range(report["anchors_written"])))  # new id -> the full store's
+        want = dense_rel(queries, img[[source[i]["pruned_from"] for i in range(len(source))]], ti)
+        got = small.index.relative(queries, "image")
+        np.testing.assert_allclose(got.toarray(), want.toarray(), atol=1e-5)
+        assert np.isfinite(small.class_scores(queries, "hub")).all()
