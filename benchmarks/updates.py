@@ -200,7 +200,9 @@ def main() -> None:
             client.delete_anchors(ids)
             d_s, d_rep = time.perf_counter() - t, client.last_refresh
             small.append({"n": n, "add_seconds": round(a_s, 3), "add_rewritten": a_rep.rewritten,
-                          "delete_seconds": round(d_s, 3), "delete_rewritten": d_rep.rewritten})
+                          "delete_seconds": round(d_s, 3), "delete_rewritten": d_rep.rewritten,
+                          "add_stages_s": a_rep.seconds, "delete_stages_s": d_rep.seconds,
+                          "delete_searched": d_rep.searched})
             print(f"  add/delete {n}: {a_s:.2f} s / {d_s:.2f} s, candidates rewritten "
                   f"{a_rep.rewritten} / {d_rep.rewritten}", flush=True)
 
