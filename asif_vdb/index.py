@@ -2,8 +2,9 @@
 
 Anchor pair i is point i in both ``anchor_image`` and ``anchor_text``; i is also the coordinate of
 every relative vector. Candidates (label-set prompts, gallery items) keep their dense embedding in
-``candidates`` and their relative vector (a Qdrant sparse vector) in ``candidate_rel`` under the same
-id, so ranking them for a query is one sparse dot-product query.
+``candidates`` and their relative vector (a Qdrant sparse vector) in ``candidate_rel`` (or the later
+generation of it that the config names, ``relatives``) under the same id, so ranking them for a
+query is one sparse dot-product query.
 """
 
 from __future__ import annotations

@@ -456,7 +456,9 @@ def exact_sims(index: AsifIndex, vecs: np.ndarray, modality: Modality,
 def write(index: AsifIndex, ids: Sequence[int] | np.ndarray, lists: Sequence[AnchorList],
           sets: Sequence[str] | None = None) -> float | None:
     """Store the relative vectors of these candidates (their embeddings are untouched): each batch
-    of ``rel`` points is deleted and written anew. ``sets`` (each candidate's set key) is read from
+    of ``rel`` points is deleted and written anew, or, when these are all the candidates (SWAP_MIN
+    or more), all go into a new collection that the config then switches to, the old one dropped.
+    ``sets`` (each candidate's set key) is read from
     the candidates when not given. Returns the seconds spent compacting (see GARBAGE_RATIO), None
     when it was not due; the caller saves the lists afterwards (``save_lists``)."""
     if not len(ids):
