@@ -72,6 +72,16 @@ def put_sets(client: AsifClient, rng: np.random.Generator, n_text: int, n_image:
     index.save()
 
 
+def seeded_store(path: Path, k: int, seed: int, n_anchors: int, n_text: int, n_image: int,
+                 ) -> tuple[AsifClient, np.random.Generator]:
+    """A store with ``n_anchors`` random pairs and a text set and an image set stored."""
+    rng = np.random.default_rng(seed)
+    client = make_store(path, k=k)
+    add(client, rng, n_anchors)
+    put_sets(client, rng, n_text, n_image)
+    return client, rng
+
+
 def anchor_ids(client: AsifClient) -> list[int]:
     return [p.id for b in client.backend.scroll(ANCHORS["text"], None, with_payload=False) for p in b]
 
@@ -364,11 +374,8 @@ def test_compaction_between_updates_keeps_every_candidate_exact(tmp_path, monkey
     """Compaction of the deleted derived points (here after every update) must never lose or mix up
     a vector, across reopens too."""
     monkeypatch.setattr(refresh, "GARBAGE_RATIO", 0.0)
-    rng = np.random.default_rng(11)
     path = tmp_path / "s"
-    client = make_store(path, k=4)
-    add(client, rng, 60)
-    put_sets(client, rng, 10, 6)
+    client, rng = seeded_store(path, k=4, seed=11, n_anchors=60, n_text=10, n_image=6)
     for step in range(6):
         if step % 2:
             client.delete_anchors(anchor_ids(client)[:7])
@@ -386,11 +393,8 @@ def test_a_refresh_of_every_candidate_switches_to_a_new_collection(tmp_path, mon
     """Rewriting every candidate goes to a fresh collection named in the config; the old one is
     dropped, nothing is left to compact, and a reopened store serves the new one."""
     monkeypatch.setattr(refresh, "SWAP_MIN", 1)
-    rng = np.random.default_rng(12)
     path = tmp_path / "s"
-    client = make_store(path, k=4)
-    add(client, rng, 40)
-    put_sets(client, rng, 6, 3)
+    client, rng = seeded_store(path, k=4, seed=12, n_anchors=40, n_text=6, n_image=3)
     names = [client.index.relatives]
     for _ in range(3):
         add(client, rng, 30)  # 30 new among 40: every candidate's top 4 changes
@@ -409,11 +413,8 @@ def test_a_refresh_of_every_candidate_switches_to_a_new_collection(tmp_path, mon
 
 
 def test_a_generation_left_by_a_crash_is_dropped_on_open(tmp_path) -> None:
-    rng = np.random.default_rng(13)
     path = tmp_path / "s"
-    client = make_store(path, k=3)
-    add(client, rng, 20)
-    put_sets(client, rng, 4, 0)
+    client, _ = seeded_store(path, k=3, seed=13, n_anchors=20, n_text=4, n_image=0)
     from asif_vdb.index import relatives_spec
 
     client.backend.ensure_collection(relatives_spec("candidate_rel_g1"))  # written, never switched to
@@ -429,10 +430,7 @@ def test_a_refresh_of_most_candidates_also_switches(tmp_path, monkeypatch) -> No
     into the new collection; the report still counts only the changed ones."""
     monkeypatch.setattr(refresh, "SWAP_MIN", 1)
     monkeypatch.setattr(refresh, "SWAP_SHARE", 0.01)
-    rng = np.random.default_rng(14)
-    client = make_store(tmp_path / "s", k=2)
-    add(client, rng, 200)
-    put_sets(client, rng, 8, 0)
+    client, rng = seeded_store(tmp_path / "s", k=2, seed=14, n_anchors=200, n_text=8, n_image=0)
     prompts = np.stack([pt.dense["text"] for b in client.backend.scroll(CANDIDATES, None, False, ("text",))
                         for pt in b])
     first = client.index.relatives

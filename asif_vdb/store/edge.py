@@ -169,9 +169,8 @@ class EdgeBackend(Backend):
         qe = _edge()
         vector: dict[str, Any] = {n: np.asarray(v, np.float32).tolist() for n, v in p.dense.items()}
         for n, (idx, vals) in p.sparse.items():
-            if not isinstance(idx, list):  # lists are taken as they are (refresh builds them in bulk)
-                idx, vals = np.asarray(idx, np.int64).tolist(), np.asarray(vals, np.float32).tolist()
-            vector[n] = qe.SparseVector(indices=idx, values=vals)
+            vector[n] = qe.SparseVector(indices=np.asarray(idx, np.int64).tolist(),
+                                        values=np.asarray(vals, np.float32).tolist())
         return vector
 
     @staticmethod
