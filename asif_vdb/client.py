@@ -27,7 +27,7 @@ from asif_vdb.store import open_backend
 from asif_vdb.templates import load_templates
 
 _ENCODERS: dict[tuple[Any, ...], Encoder] = {}
-RESERVED_PAYLOAD = {"ok", "hash", "set"}
+RESERVED_PAYLOAD = {"ok", "hash", "set", "tf"}
 
 
 def get_encoder(spec: EncoderSpec) -> Encoder:
@@ -209,6 +209,9 @@ class AsifClient:
         content key that de-duplicates) defaults to a hash of the two vectors."""
         payloads = [dict(p) for p in payloads]
         for i, p in enumerate(payloads):
+            bad = (RESERVED_PAYLOAD - {"hash"}) & set(p)
+            if bad:
+                raise InputError(f"payload #{i}: keys {sorted(bad)} are reserved by asif-vdb")
             if "hash" not in p:
                 h = hashlib.sha256(np.asarray(image_vectors[i], np.float32).tobytes())
                 h.update(np.asarray(text_vectors[i], np.float32).tobytes())

@@ -117,6 +117,9 @@ class TransformInfo(BaseModel):
     whiten: float | None = Field(default=None, gt=0)
     anchors: int = 0
     checksum: str = ""
+    #: Which of the two row ranges of the transform collection holds the arrays: a refit writes the
+    #: other one, so the transform in use stays intact until the config switches (crash safety).
+    slot: int = Field(default=0, ge=0, le=1)
 
 
 class IndexConfig(BaseModel):

@@ -68,7 +68,8 @@ def _describe(did: dict[str, Any]) -> str:
     parts = []
     for key, what in (("completed", "completed {} pair(s)"), ("rolled_back", "rolled back {} half-written pair(s)"),
                       ("deleted", "finished deleting {} pair(s)"), ("refreshed", "refreshed {} candidate(s)"),
-                      ("searched", "searched {} candidate(s) missing their relative vector or state again")):
+                      ("searched", "searched {} candidate(s) missing their relative vector or state again"),
+                      ("transform_finished", "finished refitting the transform of {} modality(ies)")):
         value = did.get(key)
         if value:
             parts.append(what.format(len(value) if isinstance(value, list) else value))
@@ -99,7 +100,7 @@ def _pairs(index: AsifIndex, repair: bool) -> Check:
     if not repair:
         return Check("anchor pairs", False, detail)
     done = refresh.recover(index)  # hidden pairs: completed when whole, rolled back when not
-    with refresh._updating(index):
+    with refresh.updating(index):
         for name in ANCHORS.values():
             index.backend.delete(name, lone)
         refresh.apply(index, deleted=lone)
@@ -181,7 +182,7 @@ def _derived(index: AsifIndex, repair: bool) -> Check:
     if not repair:
         return Check("derived vectors", False, detail)
     index._refresh_cache = None  # type: ignore[attr-defined]
-    with refresh._updating(index):
+    with refresh.updating(index):
         refresh.check_derived(index)
         refresh.load(index)
         refresh.save_lists(index)

@@ -164,7 +164,7 @@ def build_anchors_gallery(index: AsifIndex, modality: Modality) -> GallerySetInf
 
 
 def anchor_item_payload(anchor_id: int, payload: dict[str, Any], modality: Modality) -> dict[str, Any]:
-    keep = {k: v for k, v in payload.items() if k not in ("ok", "hash", "set")}
+    keep = {k: v for k, v in payload.items() if k not in ("ok", "hash", "set", "tf")}
     ref = keep.get("image", "") if modality == "image" else keep.get("caption", "")
     return {**keep, "ref": ref, "anchor": int(anchor_id)}
 

@@ -1,8 +1,9 @@
 """The methods of methods.py on a store: fitted transforms kept with the data, hub statistics.
 
 Transforms. ``set_transforms`` fits each modality's transform on the visible anchors, stores its
-arrays in the ``transform`` collection (one point per matrix row, one for the mean) and its record
-in the config, rewrites every anchor vector and recomputes every candidate. From then on the
+arrays in the ``transform`` collection (one point per matrix row, one for the mean, in the slot the
+config does not use) and its record in the config, rewrites every anchor vector and recomputes
+every candidate, as a journaled update that a crash leaves to be finished on open. From then on the
 transform is fixed: anchors added later are transformed with it (it is not refitted behind the
 user's back); calling ``set_transforms`` again refits it explicitly. ``install`` puts the
 TransformedBackend view in front of the index's backend when a store is opened.
@@ -14,6 +15,7 @@ label set), computed through the store like any query.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +34,12 @@ if TYPE_CHECKING:
 TRANSFORM = "transform"
 #: Point id of row 0 of each modality's matrix in the transform collection; the mean follows the rows.
 BASE = {"image": 0, "text": 1 << 20}
+#: Offset of slot 1's rows from slot 0's (a refit writes the slot the config does not use).
+SLOT = 1 << 18
 BATCH = 512
 MODALITIES = ("image", "text")
+#: Anchor payload field: the refit (journal entry ``gen``) whose transform the point's vector is under.
+MARK = "tf"
 
 
 # -- transforms ---------------------------------------------------------------------------------------
@@ -58,18 +64,23 @@ def _spec(index: AsifIndex) -> CollectionSpec:
     return CollectionSpec(TRANSFORM, dense={m: index.dims[m] for m in MODALITIES})
 
 
+def _first_row(modality: str, slot: int) -> int:
+    return BASE[modality] + slot * SLOT
+
+
 def load(index: AsifIndex, modality: Modality, info: TransformInfo) -> methods.Transform:
     raw = index.raw_backend  # type: ignore[attr-defined]
     d = index.dims[modality]
     if not raw.has_collection(TRANSFORM):
         raise StoreError(f"store {raw.location} records a {modality} transform but has no transform collection")
     raw.ensure_collection(_spec(index))
-    ids = list(range(BASE[modality], BASE[modality] + d + 1))
+    first = _first_row(modality, info.slot)
+    ids = list(range(first, first + d + 1))
     got = {p.id: p.dense[modality] for p in raw.retrieve(TRANSFORM, ids, False, (modality,)) if modality in p.dense}
     if len(got) != d + 1:
         raise StoreError(f"store {raw.location}: the {modality} transform is incomplete ({len(got)} of {d + 1} rows)")
-    matrix = np.stack([got[BASE[modality] + i] for i in range(d)]).astype(np.float64)
-    t = methods.Transform(info.power, np.asarray(got[BASE[modality] + d], np.float64), matrix)
+    matrix = np.stack([got[first + i] for i in range(d)]).astype(np.float64)
+    t = methods.Transform(info.power, np.asarray(got[first + d], np.float64), matrix)
     if t.checksum() != info.checksum:
         raise StoreError(f"store {raw.location}: the stored {modality} transform does not match its record")
     return t
@@ -81,13 +92,16 @@ def _as32(t: methods.Transform) -> methods.Transform:
                              t.matrix.astype(np.float32).astype(np.float64))
 
 
-def save_transform(index: AsifIndex, modality: Modality, t: methods.Transform) -> None:
-    """Write a transform's rows (its record goes in the config, by the caller)."""
+def save_transform(index: AsifIndex, modality: Modality, t: methods.Transform, slot: int = 0) -> None:
+    """Write a transform's rows into `slot` (its record goes in the config, by the caller)."""
     raw = index.raw_backend  # type: ignore[attr-defined]
     raw.ensure_collection(_spec(index))
     d = index.dims[modality]
+    if d + 1 > SLOT:
+        raise InputError(f"a {modality} transform of dimension {d} does not fit the store's transform rows")
+    first = _first_row(modality, slot)
     rows = [*t.matrix, t.mean]
-    points = [PointData(BASE[modality] + i, payload={"modality": modality, "row": i},
+    points = [PointData(first + i, payload={"modality": modality, "row": i},
                         dense={modality: np.asarray(r, np.float32)}) for i, r in enumerate(rows)]
     for start in range(0, d + 1, BATCH):
         raw.upsert(TRANSFORM, points[start : start + BATCH])
@@ -106,46 +120,88 @@ def _visible_anchors(index: AsifIndex, modality: Modality) -> tuple[list[int], n
 
 def set_transforms(index: AsifIndex, options: dict[str, dict[str, Any] | None]) -> dict[str, TransformInfo]:
     """Fit (or remove, with None) the transform of each modality named in ``options`` on the
-    visible anchors, rewrite the anchors and recompute every candidate. Returns the records."""
-    from asif_vdb.index import ANCHORS
+    visible anchors, rewrite the anchors and recompute every candidate. Returns the records.
+
+    Journaled like an anchor update, and always carried forward (``finish_transforms``, also run by
+    ``refresh.recover`` on open): the new arrays go to the slot the config does not use, every
+    anchor is rewritten with a mark of this refit in the same point write (so a crash leaves each
+    anchor under a known transform), then the config switches and the candidates are recomputed."""
+    from asif_vdb import refresh
 
     if index.config.journal:
         raise StoreError(f"store {index.backend.location} has an unfinished anchor update: repair it first")
     unknown = set(options) - set(MODALITIES)
     if unknown:
         raise InputError(f"transforms are for 'image' and 'text', not {sorted(unknown)}")
-    anchors = {m: _visible_anchors(index, m) for m in options}  # raw, read through the current view
-    fitted: dict[str, methods.Transform | None] = {}
-    records: dict[str, TransformInfo] = {}
+    new: dict[str, dict[str, Any] | None] = {}
+    fitted: dict[str, methods.Transform] = {}
     for m, opts in options.items():
         if opts is None:
-            fitted[m] = None
+            new[m] = None
             continue
         info = TransformInfo(**{k: v for k, v in opts.items() if k in ("power", "centre", "whiten")})
         extra = set(opts) - {"power", "centre", "whiten"}
         if extra:
             raise InputError(f"unknown transform options {sorted(extra)} (known: power, centre, whiten)")
-        if len(anchors[m][0]) < 2:
-            raise InputError(f"fitting the {m} transform needs at least 2 anchors; the store has {len(anchors[m][0])}")
-        t = _as32(methods.fit_transform(anchors[m][1], info.power, info.centre, info.whiten))
-        fitted[m] = t
-        records[m] = info.model_copy(update={"anchors": len(anchors[m][0]), "checksum": t.checksum()})
+        ids, vecs = _visible_anchors(index, m)  # raw, read through the current view
+        if len(ids) < 2:
+            raise InputError(f"fitting the {m} transform needs at least 2 anchors; the store has {len(ids)}")
+        fitted[m] = t = _as32(methods.fit_transform(vecs, info.power, info.centre, info.whiten))
+        current = index.config.transforms.get(m)
+        slot = 1 - current.slot if current is not None else 0
+        new[m] = info.model_copy(update={"anchors": len(ids), "checksum": t.checksum(), "slot": slot}).model_dump()
     for m, t in fitted.items():
-        if t is not None:
-            save_transform(index, m, t)
-            index.config.transforms[m] = records[m]
-        else:
-            index.config.transforms.pop(m, None)
-    index.save()
-    install(index)
-    for m in options:  # rewrite through the new view: each anchor's raw vector, transformed anew
-        ids, vecs = anchors[m]
-        for start in range(0, len(ids), BATCH):
-            index.backend.update_vectors(ANCHORS[m], [
-                PointData(int(i), dense={"v": v}) for i, v in zip(ids[start : start + BATCH], vecs[start : start + BATCH])
-            ])
-    recompute_candidates(index)
+        save_transform(index, m, t, int(new[m]["slot"]))  # type: ignore[index]
+    entry = {"op": "transform", "gen": time.time_ns(), "phase": "anchors", "new": new}
+    with refresh.updating(index):
+        refresh.journal_begin(index, entry)
+        try:
+            finish_transforms(index, entry)
+        except BaseException:
+            refresh.journal_abort(index)
+            raise
     return dict(index.config.transforms)
+
+
+def finish_transforms(index: AsifIndex, entry: dict[str, Any]) -> None:
+    """Carry a journaled refit to its end: anchors not yet marked with its ``gen`` are rewritten
+    under the new transform, the config switches to it, every candidate is recomputed."""
+    from asif_vdb import refresh
+
+    new = {m: TransformInfo(**r) if r is not None else None for m, r in entry["new"].items()}
+    if entry["phase"] == "anchors":
+        for m, info in new.items():
+            after = load(index, m, info) if info is not None else None  # type: ignore[arg-type]
+            _rewrite_anchors(index, m, index.transforms.get(m), after, int(entry["gen"]))  # type: ignore[attr-defined, arg-type]
+        for m, info in new.items():
+            if info is not None:
+                index.config.transforms[m] = info
+            else:
+                index.config.transforms.pop(m, None)
+        entry["phase"] = "candidates"
+        index.save()
+        install(index)
+    recompute_candidates(index)
+    refresh.journal_end(index, entry)
+
+
+def _rewrite_anchors(index: AsifIndex, modality: Modality, before: methods.Transform | None,
+                     after: methods.Transform | None, gen: int) -> None:
+    """Every anchor of `modality` (visible or not) not marked `gen`: its stored vector taken back to
+    the raw embedding and written under `after`, with the mark, in one point write."""
+    from asif_vdb.index import ANCHORS
+
+    raw = index.raw_backend  # type: ignore[attr-defined]
+    name = ANCHORS[modality]
+    for batch in raw.scroll(name, None, with_payload=True, vectors=("v",), batch=BATCH):
+        todo = [p for p in batch if p.payload.get(MARK) != gen]
+        if not todo:
+            continue
+        vecs = np.stack([p.dense["v"] for p in todo])
+        vecs = before.invert(vecs) if before is not None else vecs
+        vecs = after.apply(vecs) if after is not None else vecs
+        raw.upsert(name, [PointData(p.id, payload={**p.payload, MARK: gen}, dense={"v": v})
+                          for p, v in zip(todo, vecs)])
 
 
 def recompute_candidates(index: AsifIndex) -> None:

@@ -146,7 +146,7 @@ def _write_store(index: AsifIndex, info: LabelSetInfo, kept: np.ndarray, out: Pa
     try:
         new = AsifIndex(backend, config)
         for m, record in c.transforms.items():  # the store's method carries over: its fitted transforms
-            methods_index.save_transform(new, m, index.transforms[m])  # type: ignore[attr-defined]
+            methods_index.save_transform(new, m, index.transforms[m], record.slot)  # type: ignore[attr-defined]
             new.config.transforms[m] = record
         new.save()
         methods_index.install(new)  # anchors below are written through it
@@ -155,7 +155,8 @@ def _write_store(index: AsifIndex, info: LabelSetInfo, kept: np.ndarray, out: Pa
             ids = [int(i) for i in kept[start : start + COPY_BATCH]]
             sides = {m: {p.id: p for p in index.backend.retrieve(n, ids, True, ("v",))} for m, n in ANCHORS.items()}
             ids = [i for i in ids if i in sides["image"] and i in sides["text"]]
-            payloads = [{**{k: v for k, v in sides["text"][i].payload.items() if k != "ok"}, "pruned_from": i}
+            payloads = [{**{k: v for k, v in sides["text"][i].payload.items() if k not in ("ok", "tf")},
+                         "pruned_from": i}
                         for i in ids]
             _, new_ids, _ = refresh.add_pairs(
                 new, np.stack([sides["image"][i].dense["v"] for i in ids]),

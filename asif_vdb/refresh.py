@@ -921,7 +921,7 @@ def _galleries_before(index: AsifIndex, report: RefreshReport) -> None:
 
 # -- journaled anchor updates ----------------------------------------------------------------------
 @contextmanager
-def _updating(index: AsifIndex) -> Iterator[None]:
+def updating(index: AsifIndex) -> Iterator[None]:
     index.updating += 1
     try:
         yield
@@ -929,18 +929,18 @@ def _updating(index: AsifIndex) -> Iterator[None]:
         index.updating -= 1
 
 
-def _begin(index: AsifIndex, entry: dict[str, Any]) -> None:
+def journal_begin(index: AsifIndex, entry: dict[str, Any]) -> None:
     index.config.journal.append(entry)
     index.save()
 
 
-def _end(index: AsifIndex, entry: dict[str, Any]) -> None:
+def journal_end(index: AsifIndex, entry: dict[str, Any]) -> None:
     if entry in index.config.journal:
         index.config.journal.remove(entry)
     index.save()
 
 
-def _abort(index: AsifIndex) -> None:
+def journal_abort(index: AsifIndex) -> None:
     """After a failed update: finish or roll it back now, so that nothing half-done stays visible;
     if even that fails, the journal keeps it for the next open and queries refuse to run."""
     try:
@@ -956,8 +956,8 @@ def add_pairs(
     img = index.check_vectors(image_vectors, "image", "anchor images")
     txt = index.check_vectors(text_vectors, "text", "anchor captions")
     entry = {"op": "add", "from": index.config.next_anchor_id}
-    with _updating(index):
-        _begin(index, entry)
+    with updating(index):
+        journal_begin(index, entry)
         try:
             ids, new = index.add_anchors(img, txt, payloads)
             first_row = {}
@@ -967,9 +967,9 @@ def add_pairs(
             vecs = {"image": (np.asarray(new, np.int64), img[rows]), "text": (np.asarray(new, np.int64), txt[rows])}
             report = apply(index, added=new, vectors=vecs)
         except BaseException:
-            _abort(index)
+            journal_abort(index)
             raise
-        _end(index, entry)
+        journal_end(index, entry)
     return ids, new, report
 
 
@@ -979,15 +979,15 @@ def delete_pairs(index: AsifIndex, ids: Sequence[int]) -> tuple[list[int], Refre
     if not ids:
         return [], RefreshReport()
     entry = {"op": "delete", "ids": ids}
-    with _updating(index):
-        _begin(index, entry)
+    with updating(index):
+        journal_begin(index, entry)
         try:
             removed = index.delete_anchors(ids)
             report = apply(index, deleted=removed)
         except BaseException:
-            _abort(index)
+            journal_abort(index)
             raise
-        _end(index, entry)
+        journal_end(index, entry)
     return removed, report
 
 
@@ -996,7 +996,7 @@ def recover(index: AsifIndex) -> dict[str, Any]:
     were written is completed, a lone half rolled back, then the candidates are refreshed), then any
     other pair not marked complete. Returns what was done."""
     done: dict[str, Any] = {"completed": [], "rolled_back": [], "deleted": [], "refreshed": 0}
-    with _updating(index):
+    with updating(index):
         done["searched"] = check_derived(index)
         for entry in list(index.config.journal):
             if entry.get("op") == "add":
@@ -1013,7 +1013,13 @@ def recover(index: AsifIndex) -> dict[str, Any]:
                 index.delete_anchors(removed)
                 done["deleted"] += removed
                 done["refreshed"] += apply(index, deleted=removed).rewritten
-            _end(index, entry)
+            elif entry.get("op") == "transform":  # a refit is always carried forward
+                from asif_vdb import methods_index
+
+                methods_index.finish_transforms(index, entry)
+                done["transform_finished"] = sorted(entry["new"])
+                continue  # it cleared its own entry
+            journal_end(index, entry)
         stray = index.repair_incomplete()
         if stray["completed"] or stray["rolled_back"]:
             done["completed"] += stray["completed"]

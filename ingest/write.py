@@ -13,7 +13,7 @@ import numpy as np
 from .prepare import Pair
 
 #: Payload fields the pipeline sets; a meta key of the same name is kept as `meta_<key>`.
-CORE_FIELDS = frozenset({"image", "caption", "source", "key", "hash", "ok", "set"})
+CORE_FIELDS = frozenset({"image", "caption", "source", "key", "hash", "ok", "set", "tf"})
 
 
 def json_safe(value: Any) -> Any:

@@ -223,3 +223,105 @@ def test_journal_entries_survive_in_the_config_file(tmp_path) -> None:
     config = json.loads((path / "asif_config.json").read_text())
     assert config["journal"] == []
     assert DI and DT
+
+
+# -- a process killed while refitting an embedding transform ----------------------------------------
+TRANSFORM_CHILD = textwrap.dedent("""
+    import os, sys
+    sys.path.insert(0, {tests!r})
+    from asif_vdb import methods_index
+    from asif_vdb.client import AsifClient
+    methods_index.BATCH = 16  # several anchor batches: a kill can fall between two of them
+    client = AsifClient({path!r})
+    backend = client.index.raw_backend
+    calls = {{"n": 0}}
+    real = getattr(backend, {method!r})
+    def wrapper(*args, **kwargs):
+        if {prefix!r} and not str(args[0]).startswith({prefix!r}):
+            return real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == {nth} and {when!r} == "before":
+            os._exit(17)
+        out = real(*args, **kwargs)
+        if calls["n"] == {nth}:
+            os._exit(17)
+        return out
+    setattr(backend, {method!r}, wrapper)
+    client.set_transform(**{refit!r})
+    os._exit(0)
+""")
+FIRST_FIT = {"image": {"power": 0.5, "whiten": 3.0}, "text": {"whiten": 1.0}}
+REFIT = {"image": {"whiten": 1.0}, "text": None}  # the image transform changes slot, the text one goes
+
+TRANSFORM_KILL_POINTS = [  # (backend call, collection prefix, nth, before/after, transform in force after)
+    ("upsert", "transform", 1, "after", "old"),  # new rows half written, nothing journaled
+    ("upsert", "anchor_image", 2, "after", "new"),  # some image anchors rewritten
+    ("upsert", "anchor_text", 1, "before", "new"),  # image anchors done, captions not begun
+    ("write_config", "", 2, "before", "new"),  # every anchor rewritten, config not switched
+    ("write_config", "", 2, "after", "new"),  # switched, candidates not recomputed
+    ("upsert", "candidates", 1, "after", "new"),  # candidates half recomputed
+]
+
+
+def _transform_store(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """60 structured pairs under FIRST_FIT, an image gallery and a hub-normalised text gallery;
+    returns (image queries, text queries)."""
+    from test_methods import PARAMS, anchor_data, structured
+
+    img, txt, pay = anchor_data(60)
+    rng = np.random.default_rng(11)
+    with AsifClient(path, params=PARAMS) as client:
+        client.add_anchor_embeddings(img, txt, pay)
+        client.set_transform(**FIRST_FIT)
+        client.index_gallery_embeddings("pics", structured(rng, 25, 1280), "image")
+        client.index_gallery_embeddings("notes", structured(rng, 20, 384), "text")
+        client.normalise_gallery("notes", "hub")
+    return structured(rng, 6, 1280), structured(rng, 5, 384)
+
+
+def _transform_state(client: AsifClient, image_q: np.ndarray, text_q: np.ndarray) -> dict:
+    """What a refit changes, as queries see it (and the anchors as read back)."""
+    state = {"transforms": client.transforms(),
+             "rel": client.index.relative(image_q, "image").toarray(),
+             "anchors": np.stack([p.dense["v"] for b in client.backend.scroll("anchor_image", None, False, ("v",))
+                                  for p in b])}
+    for gallery, queries, modality in (("pics", text_q, "text"), ("notes", image_q, "image")):
+        hits = client.search_embeddings(queries, modality, gallery, top=8)
+        state[gallery] = ([[h.id for h in row] for row in hits], np.array([[h.score for h in row] for row in hits]))
+    return state
+
+
+def _assert_same_state(got: dict, want: dict) -> None:
+    assert got["transforms"] == want["transforms"]
+    np.testing.assert_allclose(got["rel"], want["rel"], atol=1e-5)
+    np.testing.assert_allclose(got["anchors"], want["anchors"], atol=2e-4)
+    for gallery in ("pics", "notes"):
+        assert got[gallery][0] == want[gallery][0]
+        np.testing.assert_allclose(got[gallery][1], want[gallery][1], atol=1e-5)
+
+
+@pytest.mark.parametrize("method,prefix,nth,when,expect", TRANSFORM_KILL_POINTS)
+def test_a_killed_refit_leaves_the_old_transform_or_is_finished_on_open(tmp_path, method, prefix, nth, when,
+                                                                        expect) -> None:
+    import shutil
+
+    path, reference = tmp_path / "s", tmp_path / "ref"
+    image_q, text_q = _transform_store(path)
+    shutil.copytree(path, reference)
+    with AsifClient(reference) as client:
+        old = _transform_state(client, image_q, text_q)
+        client.set_transform(**REFIT)
+        new = _transform_state(client, image_q, text_q)
+    assert new["transforms"] != old["transforms"] and "text" not in new["transforms"]
+    code = TRANSFORM_CHILD.format(tests=str(TESTS), path=str(path), method=method, prefix=prefix, nth=nth,
+                                  when=when, refit=REFIT)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 17, run.stderr
+    with AsifClient(path) as client:
+        assert client.index.config.journal == []
+        _assert_same_state(_transform_state(client, image_q, text_q), new if expect == "new" else old)
+        if expect == "new":
+            assert client.last_repair["transform_finished"] == ["image", "text"]
+        slot = client.transforms()["image"]["slot"]
+        client.set_transform(**REFIT)  # and the store refits again from there, into the other slot
+        assert client.transforms()["image"]["slot"] == 1 - slot

@@ -186,6 +186,10 @@ def test_gallery_input_errors(tmp_path) -> None:
             client.index_gallery_embeddings("pics", txt[:5], "image")
         with pytest.raises(InputError, match="reserved"):
             client.index_gallery_embeddings("pics", img[:1], "image", [{"set": "x"}])
+        for key in ("ok", "set", "tf"):  # the store's own anchor fields
+            with pytest.raises(InputError, match=rf"payload #0: keys \['{key}'\] are reserved"):
+                client.add_anchor_embeddings(img[:1], txt[:1], [{"caption": "c", key: 1}])
+        assert client.count() == 50
         with pytest.raises(InputError, match="exactly one"):
             client.index_gallery("pics")
         with pytest.raises(InputError, match="top must be a positive integer"):
