@@ -101,6 +101,13 @@ def test_bad_options() -> None:
             client.set_transform(image={"shrink": 3})
         with pytest.raises(InputError, match="normalise"):
             client.create_label_set("x", CLASSES, normalise="zscore")  # type: ignore[arg-type]
+    with AsifClient(location=":memory:", params=PARAMS) as client:  # one image shared by 3 pairs
+        img, txt, pay = anchor_data(3)
+        client.add_anchor_embeddings(np.repeat(img[:1], 3, axis=0), txt,
+                                     [{**p, "hash": str(i)} for i, p in enumerate(pay)])
+        with pytest.raises(InputError, match=r"maps anchor\(s\) \[0, 1, 2\] to zero"):
+            client.set_transform(image={"centre": True})
+        assert client.transforms() == {} and client.index.config.journal == []
 
 
 # -- through the store --------------------------------------------------------------------------------
