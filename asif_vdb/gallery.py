@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from asif_vdb import refresh
 from asif_vdb.config import GallerySetInfo
 from asif_vdb.errors import InputError, NotFoundError
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex, Modality
@@ -103,9 +104,10 @@ def add_items(
     first = index.allocate_candidates(len(vecs))
     index.save()
     ids = list(range(first, first + len(vecs)))
-    for start in range(0, len(ids), REFRESH_BATCH):
-        stop = start + REFRESH_BATCH
-        index.put_candidates(set_key(name), ids[start:stop], vecs[start:stop], modality, payloads[start:stop])
+    with refresh.lists_saved_once(index):
+        for start in range(0, len(ids), REFRESH_BATCH):
+            stop = start + REFRESH_BATCH
+            index.put_candidates(set_key(name), ids[start:stop], vecs[start:stop], modality, payloads[start:stop])
     info.size = index.count_set(set_key(name))
     index.save()
     return ids
@@ -137,11 +139,12 @@ def recompute(index: AsifIndex, info: GallerySetInfo) -> None:
     key = set_key(info.name)
     ids = [p.id for batch in index.backend.scroll(CANDIDATES, Filter.where(set=key), with_payload=False)
            for p in batch]
-    for start in range(0, len(ids), REFRESH_BATCH):
-        points = index.backend.retrieve(CANDIDATES, ids[start : start + REFRESH_BATCH], True, (info.modality,))
-        vecs = np.stack([p.dense[info.modality] for p in points])
-        payloads = [{k: v for k, v in p.payload.items() if k != "set"} for p in points]
-        index.put_candidates(key, [p.id for p in points], vecs, info.modality, payloads)
+    with refresh.lists_saved_once(index):
+        for start in range(0, len(ids), REFRESH_BATCH):
+            points = index.backend.retrieve(CANDIDATES, ids[start : start + REFRESH_BATCH], True, (info.modality,))
+            vecs = np.stack([p.dense[info.modality] for p in points])
+            payloads = [{k: v for k, v in p.payload.items() if k != "set"} for p in points]
+            index.put_candidates(key, [p.id for p in points], vecs, info.modality, payloads)
     info.stale = False
     info.size = len(ids)
     index.save()
@@ -153,10 +156,11 @@ def build_anchors_gallery(index: AsifIndex, modality: Modality) -> GallerySetInf
     if name in index.config.galleries:
         index.drop_set(set_key(name))
         del index.config.galleries[name]
-    for batch in index.backend.scroll(ANCHORS[modality], VISIBLE, with_payload=True, vectors=("v",)):
-        vecs = np.stack([p.dense["v"] for p in batch])
-        payloads = [anchor_item_payload(p.id, p.payload, modality) for p in batch]
-        add_items(index, name, vecs, modality, payloads)
+    with refresh.lists_saved_once(index):
+        for batch in index.backend.scroll(ANCHORS[modality], VISIBLE, with_payload=True, vectors=("v",)):
+            vecs = np.stack([p.dense["v"] for p in batch])
+            payloads = [anchor_item_payload(p.id, p.payload, modality) for p in batch]
+            add_items(index, name, vecs, modality, payloads)
     if name not in index.config.galleries:  # no anchors: an empty gallery, still recorded
         index.config.galleries[name] = GallerySetInfo(name=name, modality=modality)
         index.save()

@@ -212,9 +212,9 @@ def _rewrite_anchors(index: AsifIndex, modality: Modality, before: methods.Trans
 def recompute_candidates(index: AsifIndex) -> None:
     """Every stored candidate's relative vector again from its stored embedding (after the anchor
     space changed as a whole); the anchors' own galleries are dropped and rebuild on next use."""
+    from asif_vdb import refresh
     from asif_vdb.index import CANDIDATES
 
-    index._refresh_cache = None  # type: ignore[attr-defined]
     groups: dict[tuple[str, str], tuple[list[int], list[np.ndarray], list[dict[str, Any]]]] = {}
     for batch in index.backend.scroll(CANDIDATES, None, with_payload=True, vectors=MODALITIES):
         for p in batch:
@@ -225,15 +225,17 @@ def recompute_candidates(index: AsifIndex) -> None:
             ids.append(p.id)
             vecs.append(p.dense[m])
             payloads.append({k: v for k, v in p.payload.items() if k != "set"})
-    for (key, m), (ids, vecs, payloads) in groups.items():
+    for key, _ in groups:
         if key.startswith("gallery:anchors:"):
-            name = key.split(":", 1)[1]
             index.drop_set(key)
-            index.config.galleries.pop(name, None)
-            continue
-        for start in range(0, len(ids), BATCH):
-            sl = slice(start, start + BATCH)
-            index.put_candidates(key, ids[sl], np.stack(vecs[sl]), m, payloads[sl])  # type: ignore[arg-type]
+            index.config.galleries.pop(key.split(":", 1)[1], None)
+    with refresh.lists_saved_once(index, every_candidate=True):
+        for (key, m), (ids, vecs, payloads) in groups.items():
+            if key.startswith("gallery:anchors:"):
+                continue
+            for start in range(0, len(ids), BATCH):
+                sl = slice(start, start + BATCH)
+                index.put_candidates(key, ids[sl], np.stack(vecs[sl]), m, payloads[sl])  # type: ignore[arg-type]
     refresh_hub_statistics(index)
     index.save()
 

@@ -252,19 +252,26 @@ def rel_matrix(lists: Sequence[AnchorList], k: int, p: float, n_coords: int) -> 
 # -- the candidates of a store, held in memory between refreshes ----------------------------------
 @dataclass
 class Group:
-    """The candidates of one modality: ids, unit embeddings, set keys and lists, row-aligned."""
+    """The candidates of one modality: ids, unit embeddings, set keys and lists, row-aligned.
+    Embeddings put in batches are joined when next read (one copy, not one per batch)."""
 
     modality: Modality
     ids: np.ndarray = field(default_factory=lambda: EMPTY_IDS)
-    dense: np.ndarray | None = None
     sets: list[str] = field(default_factory=list)
     lists: list[AnchorList] = field(default_factory=list)
+    _dense: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def dense(self) -> np.ndarray | None:
+        if len(self._dense) > 1:
+            self._dense = [np.concatenate(self._dense)]
+        return self._dense[0] if self._dense else None
 
     def put(self, ids: Sequence[int], dense: np.ndarray, set_key: str, lists: Sequence[AnchorList]) -> None:
         ids = np.asarray(ids, np.int64)
         self.remove(np.isin(self.ids, ids))
         self.ids = np.concatenate([self.ids, ids])
-        self.dense = dense.copy() if self.dense is None else np.concatenate([self.dense, dense])
+        self._dense.append(np.array(dense, np.float32))
         self.sets.extend([set_key] * len(ids))
         self.lists.extend(lists)
 
@@ -273,7 +280,8 @@ class Group:
             return
         keep = ~mask
         self.ids = self.ids[keep]
-        self.dense = self.dense[keep] if self.dense is not None else None
+        dense = self.dense
+        self._dense = [dense[keep]] if dense is not None else []
         self.sets = [s for s, k in zip(self.sets, keep) if k]
         self.lists = [lst for lst, k in zip(self.lists, keep) if k]
 
@@ -308,7 +316,35 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
         if other != modality:
             cache.groups[other].remove(np.isin(cache.groups[other].ids, np.asarray(ids, np.int64)))
     cache.count = sum(len(g.ids) for g in cache.groups.values())
-    save_lists(index)
+    if getattr(index, "_lists_deferred", 0):
+        index._lists_dirty = True  # type: ignore[attr-defined]
+    else:
+        save_lists(index)
+
+
+@contextmanager
+def lists_saved_once(index: AsifIndex, *, every_candidate: bool = False) -> Iterator[None]:
+    """Candidates written in many batches (a gallery, a recompute) save the lists blob once, at the
+    end, instead of after every batch: each save writes every candidate's list, which made indexing
+    a large gallery quadratic (30,000 anchors as a gallery: about half of its two minutes). The
+    cache holds the lists meanwhile (loaded first; or started empty when the caller rewrites
+    ``every_candidate``); a crash before the save loses only derived state (those candidates are
+    searched again on open)."""
+    outer = not getattr(index, "_lists_deferred", 0)
+    if outer:
+        if every_candidate:
+            index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
+        else:
+            load(index)
+        index._lists_dirty = False  # type: ignore[attr-defined]
+    index._lists_deferred = getattr(index, "_lists_deferred", 0) + 1  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        index._lists_deferred -= 1  # type: ignore[attr-defined]
+    if outer and index._lists_dirty:  # type: ignore[attr-defined]
+        index._lists_dirty = False  # type: ignore[attr-defined]
+        save_lists(index)
 
 
 def note_delete(index: AsifIndex, ids: Sequence[int]) -> None:

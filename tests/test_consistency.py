@@ -325,3 +325,39 @@ def test_a_killed_refit_leaves_the_old_transform_or_is_finished_on_open(tmp_path
         slot = client.transforms()["image"]["slot"]
         client.set_transform(**REFIT)  # and the store refits again from there, into the other slot
         assert client.transforms()["image"]["slot"] == 1 - slot
+
+
+def test_a_gallery_killed_while_being_indexed_is_searchable_and_exact_on_open(tmp_path) -> None:
+    """Indexing saves the candidates' lists once, at the end: a kill before that leaves candidates
+    with their relative vectors (searchable) but no saved list, which the next update searches."""
+    path = tmp_path / "s"
+    build(path)
+    code = textwrap.dedent(f"""
+        import os, sys
+        import numpy as np
+        sys.path.insert(0, {str(TESTS)!r})
+        from asif_vdb import gallery
+        from asif_vdb.client import AsifClient
+        from test_refresh import DI, unit
+        gallery.REFRESH_BATCH = 4
+        client = AsifClient({str(path)!r})
+        real, calls = client.backend.replace_sparse, []
+        def dying(*args, **kwargs):
+            real(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 3:
+                os._exit(17)
+        client.backend.replace_sparse = dying
+        client.index_gallery_embeddings("pics", unit(np.random.default_rng(3), 19, DI), "image")
+        os._exit(0)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 17, run.stderr
+    with AsifClient(path) as client:  # 3 batches of 4 items written: searchable at once
+        items = {p.id for b in client.backend.scroll(CANDIDATES, Filter.where(set="gallery:pics"), False)
+                 for p in b}
+        assert len(items) == 12
+        hits = client.search_embeddings(unit(np.random.default_rng(4), 4, DT), "text", "pics", top=20)
+        assert {x.id for h in hits for x in h} <= items and any(hits)
+        add(client, np.random.default_rng(5), 3)  # the first update searches their lists again
+    assert_consistent(path).close()

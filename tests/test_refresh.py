@@ -441,3 +441,31 @@ def test_a_refresh_of_most_candidates_also_switches(tmp_path, monkeypatch) -> No
     assert client.backend.count(client.index.relatives) == client.backend.count(CANDIDATES)
     assert_fresh(client)
     client.close()
+
+
+@pytest.mark.parametrize("reopen", [False, True])
+def test_a_gallery_indexed_in_batches_saves_the_lists_once(tmp_path, monkeypatch, reopen) -> None:
+    """Each save writes every candidate's list: once per batch made large galleries quadratic. With
+    ``reopen`` the process starts without the candidates in memory (it reads them once)."""
+    from asif_vdb import gallery
+
+    client, rng = seeded_store(tmp_path / "s", k=4, seed=12, n_anchors=30, n_text=6, n_image=5)
+    if reopen:
+        client.close()
+        client = AsifClient(tmp_path / "s")
+    monkeypatch.setattr(gallery, "REFRESH_BATCH", 4)
+    saves = []
+    real = client.backend.write_blob
+    monkeypatch.setattr(client.backend, "write_blob", lambda name, arrays: (saves.append(name), real(name, arrays)))
+    ids = gallery.add_items(client.index, "big", unit(rng, 19, DI), "image", [{"ref": str(i)} for i in range(19)])
+    assert saves == [refresh.LISTS_BLOB]  # 5 batches, one save
+    gallery.build_anchors_gallery(client.index, "text")  # 30 anchors in batches of 4
+    assert saves == [refresh.LISTS_BLOB] * 2
+    assert client.index.count_set(gallery.set_key("big")) == len(ids)
+    assert_fresh(client)
+    client.close()
+    client = AsifClient(tmp_path / "s")  # the saved lists serve every candidate: nothing searched
+    assert not client.last_repair.get("searched")
+    add(client, rng, 3)
+    assert_fresh(client)
+    client.close()
