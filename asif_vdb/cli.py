@@ -29,14 +29,30 @@ def store_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def open_client(store: Path | None, url: str | None, api_key: str | None, **kwargs: Any) -> Any:
+def store_exists(store: Path) -> bool:
+    """Whether an embedded store (its config) is at ``store``."""
+    from asif_vdb.store.edge import CONFIG_FILE
+
+    return (store / CONFIG_FILE).is_file()
+
+
+def open_client(store: Path | None, url: str | None, api_key: str | None, *, create: bool = False,
+                **kwargs: Any) -> Any:
+    """The store of --store / --url. Only commands that add anchors (``create``) start a new
+    embedded store; the others name the path that holds none instead of leaving an empty store
+    there (a mistyped --store would otherwise look like a store without anchors)."""
     from asif_vdb.client import AsifClient
+    from asif_vdb.errors import NotFoundError
 
     if url is not None and store is not None:
         raise click.UsageError("give --store or --url, not both")
     if url is not None:
         return AsifClient(url=url, api_key=api_key, **kwargs)
-    return AsifClient(store or Path(DEFAULT_STORE), **kwargs)
+    path = store or Path(DEFAULT_STORE)
+    if not create and not store_exists(path):
+        raise NotFoundError(f"no store at {path}: create one with `asif ingest INPUT --store {path}` "
+                            f"or `asif anchors add TABLE --store {path}`")
+    return AsifClient(path, **kwargs)
 
 
 def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:

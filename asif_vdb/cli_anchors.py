@@ -36,7 +36,7 @@ def anchors_add(store, url, api_key, tables, images_dir, source, limit, batch) -
     """Add the image,caption pairs of each CSV TABLE."""
     from asif_vdb.minimal_ingest import ingest_csv
 
-    with open_client(store, url, api_key) as client:
+    with open_client(store, url, api_key, create=True) as client:
         before = client.count()
         t0 = time.perf_counter()
         reports = [ingest_csv(client, table, images_dir=images_dir, source=source, limit=limit, batch=batch)

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import click
 
-from asif_vdb.cli import DEFAULT_STORE, _new_store_kwargs, friendly, open_client, store_options
+from asif_vdb.cli import DEFAULT_STORE, _new_store_kwargs, friendly, open_client, store_exists, store_options
 from asif_vdb.encoders.precision import PRECISIONS
 
 from .readers import FORMATS
-
-
-def _store_exists(store: Path) -> bool:
-    from asif_vdb.store.edge import CONFIG_FILE
-
-    return (store / CONFIG_FILE).is_file()
 
 
 @click.command("ingest")
@@ -80,7 +74,7 @@ def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, i
     nothing could be ingested, 2 for a wrong configuration.
     """
     from ingest.config import IngestConfig
-    from ingest.pipeline import default_report_path, run_ingest
+    from ingest.pipeline import default_report_path, open_input, run_ingest
 
     if url is not None and store is not None:
         raise click.UsageError("give --store or --url, not both")
@@ -92,13 +86,14 @@ def ingest(store, url, api_key, input_path, fmt, image_column, caption_column, i
         dry_run=dry_run, report=str(report), batch=batch, image_batch=image_batch, workers=workers,
         streams=streams, min_side=min_side, progress=not no_progress,
     ).check()
+    open_input(config)  # a wrong input is reported before any store is created
     kwargs = {**_new_store_kwargs(image_encoder, text_encoder, k, p), "precision": precision}
-    if dry_run and url is None and not _store_exists(store or Path(DEFAULT_STORE)):
+    if dry_run and url is None and not store_exists(store or Path(DEFAULT_STORE)):
         from asif_vdb.client import AsifClient
 
         client = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store
     else:
-        client = open_client(store, url, api_key, **kwargs)
+        client = open_client(store, url, api_key, create=True, **kwargs)
     with client:
         summary = run_ingest(client, config)
     click.echo(json.dumps(summary.to_dict()) if as_json else summary.table())

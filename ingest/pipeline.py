@@ -158,13 +158,7 @@ class Pipeline:
         self.client = client
         self.config = config.check()
         self.times = StageTimes()
-        try:
-            fmt = config.format or detect_format(config.input)
-            self.reader = open_reader(config.input, format=fmt, image_column=config.image_column,
-                                      caption_column=config.caption_column,
-                                      images_dir=config.images_dir, source=config.source)
-        except ValueError as e:
-            raise InputError(f"ingest: {e}") from e
+        fmt, self.reader = open_input(config)
         self.summary = IngestSummary(input=config.input, format=fmt,
                                      source=getattr(self.reader, "source", config.source or ""),
                                      dry_run=config.dry_run, report=config.report)
@@ -390,6 +384,18 @@ def _by_source(pairs: list[Pair]) -> dict[str, list[int]]:
     for i, p in enumerate(pairs):
         rows.setdefault(p.sample.source, []).append(i)
     return rows
+
+
+def open_input(config: IngestConfig) -> tuple[str, Reader]:
+    """(format, reader) of ``config.input``; InputError naming it when it cannot be read (checked
+    before a store is opened, so that a wrong input creates no store)."""
+    try:
+        fmt = config.format or detect_format(config.input)
+        return fmt, open_reader(config.input, format=fmt, image_column=config.image_column,
+                                caption_column=config.caption_column, images_dir=config.images_dir,
+                                source=config.source)
+    except ValueError as e:
+        raise InputError(f"ingest: {e}") from e
 
 
 def run_ingest(client: Any, config: IngestConfig) -> IngestSummary:

@@ -44,5 +44,8 @@ def test_errors_are_one_line_without_traceback(tmp_path) -> None:
     result = CliRunner().invoke(main, ["ingest", "--store", store, str(tmp_path / "nope.csv")])
     assert result.exit_code == 2 and "not found" in result.output and "nope.csv" in result.output
     assert "Traceback" not in result.output
-    result = CliRunner().invoke(main, ["classify", "--store", store, "--labels", "x", str(tmp_path / "a.jpg")])
-    assert result.exit_code == 2 and "no label set 'x'" in result.output
+    for command in (["classify", "--labels", "x", str(tmp_path / "a.jpg")], ["info"], ["search", "a dog", "--gallery", "g"],
+                    ["labels", "list"], ["doctor"]):  # a path that holds no store: named, and left alone
+        result = CliRunner().invoke(main, [*command, "--store", store])
+        assert result.exit_code == 2 and f"no store at {store}" in result.output, (command, result.output)
+        assert not (tmp_path / "store").exists()
