@@ -106,6 +106,11 @@ class GallerySetInfo(BaseModel):
     stale: bool = False
     #: Hub normalisation of item scores (methods.py); per-item statistics are in the item payloads.
     normalise: Literal["none", "hub"] = "none"
+    #: Anchors galleries only: anchor ids added / deleted since their items were brought up to date.
+    #: Anchor updates leave them out (they are as large as the anchor set); their next search
+    #: applies these changes to them (gallery.catch_up).
+    behind_added: list[int] = Field(default_factory=list)
+    behind_deleted: list[int] = Field(default_factory=list)
 
 
 class TransformInfo(BaseModel):

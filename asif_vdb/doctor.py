@@ -197,8 +197,10 @@ def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed:
     lists_of: dict[int, refresh.AnchorList] = {}
     checked = 0
     worst = 0.0
+    behind = {f"gallery:{name}" for name, info in index.config.galleries.items()
+              if info.behind_added or info.behind_deleted}  # brought up to date at their next search
     for m in refresh.MODALITIES:
-        points = refresh.stored(index, m)
+        points = [pt for pt in refresh.stored(index, m) if pt[2] not in behind]
         if sample is not None and len(points) > sample:
             rng = np.random.default_rng(seed)
             points = [points[i] for i in sorted(rng.choice(len(points), sample, replace=False))]
@@ -223,6 +225,8 @@ def _fresh(index: AsifIndex, repair: bool, sample: int | None, tol: float, seed:
         checked += len(points)
     bad = stale["image"] + stale["text"]
     scope = f"{checked} candidate(s) checked" + (f" (a sample of {sample} per modality)" if sample else "")
+    if behind:
+        scope += f"; {', '.join(sorted(k.removeprefix('gallery:') for k in behind))} catch up at the next search"
     if not bad:
         return Check("fresh", True, f"{scope}; largest difference from a recomputation {worst:.1e}")
     detail = f"{scope}; {len(bad)} stale (largest difference {worst:.2g})"

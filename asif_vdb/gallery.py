@@ -8,8 +8,9 @@ also image -> image or text -> text, since every relative vector lives in the sa
 The anchors themselves form a gallery on request ("anchors"): a text query searches the anchor
 images, an image query the anchor captions, each anchor ranked by the relative vector of its own
 stored embedding. Computing those on the fly would cost one top-k search per anchor per query, so
-they are indexed once (as galleries ``anchors:image`` / ``anchors:text``) on first use; when the
-anchors change, refresh.py drops them and the next search rebuilds them (about one top-k search per
+they are indexed once (as galleries ``anchors:image`` / ``anchors:text``) on first use. They are as
+large as the anchor set, so an anchor update leaves them out and records the change; their next
+search applies it (``catch_up``: the incremental refresh on their items, one search per new
 anchor). User galleries are kept exact by the incremental refresh (refresh.py) like label sets; a
 gallery marked ``stale`` is recomputed from its stored embeddings before its next search. Either
 way a search equals the dense computation against the current anchors.
@@ -167,6 +168,42 @@ def build_anchors_gallery(index: AsifIndex, modality: Modality) -> GallerySetInf
     return index.config.galleries[name]
 
 
+def catch_up(index: AsifIndex, info: GallerySetInfo) -> None:
+    """Apply to an anchors gallery the anchor changes it is behind: the items of deleted anchors
+    go, the other items' lists take the changes in (the incremental refresh, on this gallery
+    alone), and each new anchor becomes an item (one search each). Every step can run again after a
+    crash: the changes stay recorded until the end."""
+    key, modality = set_key(info.name), info.modality
+    added, deleted = set(info.behind_added), set(info.behind_deleted)
+    with refresh.lists_saved_once(index):
+        delete_anchor_items(index, info, sorted(deleted))
+        refresh.apply(index, added=sorted(added), deleted=sorted(deleted), only=key)
+        present = {int(p.payload["anchor"]) for batch in index.backend.scroll(
+            CANDIDATES, Filter.where(set=key, anchor=sorted(added)), with_payload=["anchor"]) for p in batch} \
+            if added else set()
+        new = sorted(added - deleted - present)
+        for start in range(0, len(new), REFRESH_BATCH):
+            points = [p for p in index.backend.retrieve(ANCHORS[modality], new[start : start + REFRESH_BATCH],
+                                                        True, ("v",)) if p.payload.get("ok") == 1]
+            if points:
+                add_items(index, info.name, np.stack([p.dense["v"] for p in points]), modality,
+                          [anchor_item_payload(p.id, p.payload, modality) for p in points])
+    info.behind_added, info.behind_deleted = [], []
+    info.size = index.count_set(key)
+    index.save()
+
+
+def delete_anchor_items(index: AsifIndex, info: GallerySetInfo, anchors: Sequence[int]) -> None:
+    """Delete the items of these anchors from an anchors gallery."""
+    if not len(anchors):
+        return
+    where = Filter.where(set=set_key(info.name), anchor=[int(a) for a in anchors])
+    ids = [p.id for batch in index.backend.scroll(CANDIDATES, where, with_payload=False) for p in batch]
+    if ids:
+        index.delete_candidates(ids)
+        info.size = index.count_set(set_key(info.name))
+
+
 def anchor_item_payload(anchor_id: int, payload: dict[str, Any], modality: Modality) -> dict[str, Any]:
     keep = {k: v for k, v in payload.items() if k not in ("ok", "hash", "set", "tf")}
     ref = keep.get("image", "") if modality == "image" else keep.get("caption", "")
@@ -185,7 +222,10 @@ def resolve(index: AsifIndex, gallery: str, query_modality: Modality) -> Gallery
         name = anchors_gallery_name(check_modality(side))
         if name not in index.config.galleries:
             return build_anchors_gallery(index, side)  # type: ignore[arg-type]
-        return index.config.galleries[name]
+        info = index.config.galleries[name]
+        if info.behind_added or info.behind_deleted:
+            catch_up(index, info)
+        return info
     info = get(index, gallery)
     if info.stale:
         recompute(index, info)

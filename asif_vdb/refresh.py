@@ -275,6 +275,12 @@ class Group:
         self.sets.extend([set_key] * len(ids))
         self.lists.extend(lists)
 
+    def subset(self, rows: np.ndarray) -> Group:
+        """These rows as a group of their own (copies; its lists are the same objects)."""
+        dense = self.dense
+        return Group(self.modality, self.ids[rows], [self.sets[i] for i in rows.tolist()],
+                     [self.lists[i] for i in rows.tolist()], [dense[rows]] if dense is not None else [])
+
     def remove(self, mask: np.ndarray) -> None:
         if not mask.any():
             return
@@ -308,7 +314,7 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
         if index.backend.count(CANDIDATES) != len(set(int(i) for i in ids)):
-            save_lists(index, np.asarray(ids, np.int64), lists)  # others exist that this process never read
+            save_lists(index, np.asarray(ids, np.int64), lists, set_key)  # others exist that this process never read
             return
         cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
     cache.groups[modality].put(ids, vecs, set_key, lists)
@@ -316,6 +322,11 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
         if other != modality:
             cache.groups[other].remove(np.isin(cache.groups[other].ids, np.asarray(ids, np.int64)))
     cache.count = sum(len(g.ids) for g in cache.groups.values())
+    _save_lists_soon(index)
+
+
+def _save_lists_soon(index: AsifIndex) -> None:
+    """Save the lists now, or at the end of the ``lists_saved_once`` block this runs in."""
     if getattr(index, "_lists_deferred", 0):
         index._lists_dirty = True  # type: ignore[attr-defined]
     else:
@@ -414,7 +425,7 @@ def load(index: AsifIndex) -> Cache:
     saved_lists = _read_lists(index)
     rel_gens = _rel_gens(index)
     gens = _gens(index)
-    repaired = False
+    repaired: set[str] = set()  # sets with a candidate searched again
     candidates = _all_candidates(index)
     for m in MODALITIES:
         rows = candidates[m]
@@ -435,11 +446,16 @@ def load(index: AsifIndex) -> Cache:
             for i, lst in zip(unknown, search_lists(index, dense[unknown], m)):
                 lists[i] = lst
             write(index, ids[unknown], [lists[i] for i in unknown], [sets[i] for i in unknown])  # type: ignore[misc]
-            repaired = True
+            repaired |= {sets[i] for i in unknown}
         groups[m].put(ids, dense, "", lists)  # type: ignore[arg-type]
         groups[m].sets = sets
     cache = Cache(groups, sum(len(g.ids) for g in groups.values()))
     index._refresh_cache = cache  # type: ignore[attr-defined]
+    saved_as = _saved_signatures(index)  # the anchors galleries' blobs hold what was just read
+    saved_as.clear()
+    for key in (lazy_sets(index) & getattr(index, "_lists_own_blob", set())) - repaired:
+        rows = [(cid, lst) for g in groups.values() for cid, k, lst in zip(g.ids.tolist(), g.sets, g.lists) if k == key]
+        saved_as[key] = _signature(index, [r[0] for r in rows], [r[1] for r in rows])
     if repaired:
         save_lists(index)
     return cache
@@ -579,11 +595,29 @@ def _compact(index: AsifIndex, rewritten: int) -> float | None:
     return time.perf_counter() - t
 
 
+def lists_blob(set_key: str | None) -> str:
+    """The blob holding the lists of an anchors gallery (its own, rewritten only when they change:
+    they are as many as the anchors), or (None) of every other candidate."""
+    return LISTS_BLOB if set_key is None else f"{LISTS_BLOB}.{set_key.replace(':', '.')}"
+
+
 def _read_lists(index: AsifIndex) -> dict[int, tuple[int, AnchorList]]:
-    """id -> (generation of the rel it was saved with, its list), from the blob (empty when none)."""
-    blob = index.backend.read_blob(LISTS_BLOB)
+    """id -> (generation of the rel it was saved with, its list), from the blobs (empty when none)."""
+    out = _read_blob_lists(index, LISTS_BLOB) or {}
+    index._lists_own_blob = set()  # type: ignore[attr-defined]  # anchors galleries read from their own blob
+    for key in sorted(lazy_sets(index)):
+        own = _read_blob_lists(index, lists_blob(key))
+        if own is not None:
+            index._lists_own_blob.add(key)  # type: ignore[attr-defined]
+            out.update(own)
+    return out
+
+
+def _read_blob_lists(index: AsifIndex, name: str) -> dict[int, tuple[int, AnchorList]] | None:
+    """The lists of one blob; None when there is no such blob (or an unreadable one)."""
+    blob = index.backend.read_blob(name)
     if blob is None or int(blob.get("version", np.zeros(1))[0]) != LISTS_VERSION:
-        return {}
+        return None
     ids, gens, full, ptr = blob["ids"].tolist(), blob["gens"].tolist(), blob["full"].tolist(), blob["indptr"].tolist()
     l_ids = blob["list_ids"].astype(np.int64)
     l_sims = blob["list_sims"].astype(np.float64)
@@ -610,25 +644,56 @@ def _list_arrays(index: AsifIndex, ids: np.ndarray, lists: Sequence[AnchorList])
     }
 
 
-def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[AnchorList] | None = None) -> None:
-    """Save every candidate's list from the cache; or, without a cache, merge these candidates' lists
-    into the saved ones."""
+def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[AnchorList] | None = None,
+               set_key: str | None = None) -> None:
+    """Save every candidate's list from the cache (an anchors gallery's blob only when its lists
+    changed since they were saved or read); or, without a cache, merge these candidates' lists (of
+    ``set_key``'s blob) into the saved ones."""
     cache = getattr(index, "_refresh_cache", None)
     if cache is not None:
-        all_ids = np.concatenate([g.ids for g in cache.groups.values()])
-        all_lists = [lst for g in cache.groups.values() for lst in g.lists]
-    elif ids is not None and lists is not None:
-        saved = _read_lists(index)
-        gens = _gens(index)
-        for cid, (gen, _) in saved.items():
-            gens.setdefault(cid, gen)
-        for cid, lst in zip(np.asarray(ids).tolist(), lists):
-            saved[int(cid)] = (gens.get(int(cid), -1), lst)
-        all_ids = np.asarray(sorted(saved), np.int64)
-        all_lists = [saved[i][1] for i in all_ids.tolist()]
-    else:
+        lazy = lazy_sets(index)
+        parts: dict[str | None, tuple[list[int], list[AnchorList]]] = {None: ([], [])}
+        for g in cache.groups.values():
+            for cid, key, lst in zip(g.ids.tolist(), g.sets, g.lists):
+                part = parts.setdefault(key if key in lazy else None, ([], []))
+                part[0].append(cid)
+                part[1].append(lst)
+        saved_as = _saved_signatures(index)
+        for key in lazy - set(parts):  # an anchors gallery with no items left
+            parts[key] = ([], [])
+        for key, (part_ids, part_lists) in parts.items():
+            if key is not None:
+                signature = _signature(index, part_ids, part_lists)
+                if saved_as.get(key) == signature:
+                    continue
+                saved_as[key] = signature
+            index.backend.write_blob(lists_blob(key), _list_arrays(index, np.asarray(part_ids, np.int64), part_lists))
         return
-    index.backend.write_blob(LISTS_BLOB, _list_arrays(index, all_ids, all_lists))
+    if ids is None or lists is None:
+        return
+    name = lists_blob(set_key if set_key in lazy_sets(index) else None)
+    saved = _read_blob_lists(index, name) or {}
+    gens = _gens(index)
+    for cid, (gen, _) in saved.items():
+        gens.setdefault(cid, gen)
+    for cid, lst in zip(np.asarray(ids).tolist(), lists):
+        saved[int(cid)] = (gens.get(int(cid), -1), lst)
+    all_ids = np.asarray(sorted(saved), np.int64)
+    index.backend.write_blob(name, _list_arrays(index, all_ids, [saved[i][1] for i in all_ids.tolist()]))
+
+
+def _signature(index: AsifIndex, ids: list[int], lists: list[AnchorList]) -> tuple[Any, ...]:
+    """What an anchors gallery's saved blob holds: its ids, their lists (the objects: a changed list
+    is a new one, made while the old one is still held) and the generations of their ``rel``."""
+    gens = _gens(index)
+    return tuple(ids), tuple(map(id, lists)), tuple(gens.get(i, -1) for i in ids)
+
+
+def _saved_signatures(index: AsifIndex) -> dict[str, tuple[Any, ...]]:
+    saved = getattr(index, "_lists_saved_as", None)
+    if saved is None:
+        saved = index._lists_saved_as = {}  # type: ignore[attr-defined]
+    return saved
 
 
 def anchor_vectors(index: AsifIndex, ids: Sequence[int], modality: Modality) -> tuple[np.ndarray, np.ndarray]:
@@ -647,7 +712,7 @@ class RefreshReport:
     searched: int = 0
     resolved: int = 0
     galleries_recomputed: list[str] = field(default_factory=list)
-    galleries_dropped: list[str] = field(default_factory=list)
+    galleries_behind: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def timed(self, stage: str, since: float) -> float:
@@ -661,26 +726,30 @@ class RefreshReport:
 
 def apply(
     index: AsifIndex, added: Sequence[int] = (), deleted: Sequence[int] = (),
-    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None = None, only: str | None = None,
 ) -> RefreshReport:
     """Bring every stored candidate up to date after anchors ``added`` (now visible) and ``deleted``
     (now gone), assuming they were exact before. Idempotent: applying the same change twice is
-    harmless, which is what lets ``recover`` re-run an interrupted refresh.
+    harmless, which is what lets ``recover`` re-run an interrupted refresh. The anchors galleries
+    are left out and marked behind (``_galleries_before``); ``only`` (a set key) refreshes that set
+    alone, as an anchors gallery catching up does.
 
     ``vectors`` optionally gives the added anchors' (ids, unit vectors) per modality, saving a read."""
     with _gc_paused():
-        return _apply(index, added, deleted, vectors)
+        return _apply(index, added, deleted, vectors, only)
 
 
 def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
-           vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> RefreshReport:
+           vectors: dict[str, tuple[np.ndarray, np.ndarray]] | None, only: str | None) -> RefreshReport:
     report = RefreshReport()
     deleted_arr = np.unique(np.asarray(list(deleted), np.int64))
     added = sorted(set(int(i) for i in added) - set(deleted_arr.tolist()))
     if not added and not len(deleted_arr):
         return report
     t = time.perf_counter()
-    _galleries_before(index, report)
+    if only is None:
+        _galleries_before(index, report, added, deleted_arr.tolist())
+    skip = lazy_sets(index)
     cache = load(index)
     t = report.timed("load", t)
     changed_ids: list[int] = []
@@ -688,15 +757,19 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
     changed_sets: list[str] = []
     for modality in MODALITIES:
         group = cache.groups[modality]
-        if not len(group.ids):
+        keep = np.asarray([s == only if only is not None else s not in skip for s in group.sets], bool)
+        rows = None if keep.all() else np.flatnonzero(keep)
+        part = group if rows is None else group.subset(rows)
+        if not len(part.ids):
             continue
-        report.candidates += len(group.ids)
+        report.candidates += len(part.ids)
         if added:
             new_ids, new_vecs = vectors[modality] if vectors and modality in vectors \
                 else anchor_vectors(index, added, modality)
         else:
-            new_ids, new_vecs = EMPTY_IDS, np.zeros((0, group.dense.shape[1]), np.float32)
-        for row, lst in _update_group(index, group, deleted_arr, np.asarray(new_ids, np.int64), new_vecs, report):
+            new_ids, new_vecs = EMPTY_IDS, np.zeros((0, part.dense.shape[1]), np.float32)
+        for row, lst in _update_group(index, part, deleted_arr, np.asarray(new_ids, np.int64), new_vecs, report):
+            row = row if rows is None else int(rows[row])
             group.lists[row] = lst
             changed_ids.append(int(group.ids[row]))
             changed_lists.append(lst)
@@ -708,7 +781,7 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
     compact_s = write(index, changed_ids, changed_lists, changed_sets)
     t = report.timed("write", t)
     if changed_ids:
-        save_lists(index)
+        _save_lists_soon(index)
     report.timed("save_lists", t)
     if compact_s is not None:  # inside "write"; shown apart since only one update in several pays it
         report.seconds["compact"] = round(compact_s, 4)
@@ -931,20 +1004,28 @@ def _replace(ids: np.ndarray, sims: np.ndarray, ex_ids: np.ndarray, ex_sims: np.
     return out
 
 
-def _galleries_before(index: AsifIndex, report: RefreshReport) -> None:
-    """Galleries the incremental path cannot serve: the anchors' own galleries (their items *are*
-    the anchors) are dropped and rebuilt at their next search; a gallery already marked stale is
-    recomputed in full first."""
-    try:
-        from asif_vdb import gallery
-    except ImportError:  # pragma: no cover - galleries not in this build
-        return
+def lazy_sets(index: AsifIndex) -> set[str]:
+    """Set keys of the anchors galleries: anchor updates leave them to catch up at their next search."""
+    from asif_vdb import gallery
+
+    return {gallery.set_key(name) for name in index.config.galleries if gallery.is_anchors_gallery(name)}
+
+
+def _galleries_before(index: AsifIndex, report: RefreshReport, added: Sequence[int],
+                      deleted: Sequence[int]) -> None:
+    """Galleries the incremental path does not serve now: the anchors' own galleries (their items
+    *are* the anchors, as many as there are) record the change and apply it at their next search
+    (gallery.catch_up); a gallery already marked stale is recomputed in full first."""
+    from asif_vdb import gallery
+
     changed = False
-    for name in list(index.config.galleries):
+    for name, info in index.config.galleries.items():
         if gallery.is_anchors_gallery(name):
-            index.drop_set(gallery.set_key(name))
-            del index.config.galleries[name]
-            report.galleries_dropped.append(name)
+            info.behind_added = sorted(set(info.behind_added) | {int(i) for i in added})
+            info.behind_deleted = sorted(set(info.behind_deleted) | {int(i) for i in deleted})
+            if len(deleted):  # a deleted anchor's own item (its payload) goes now, not at the next search
+                gallery.delete_anchor_items(index, info, deleted)
+            report.galleries_behind.append(name)
             changed = True
     for name, info in list(index.config.galleries.items()):
         if getattr(info, "stale", False):

@@ -199,12 +199,21 @@ def test_a_deleted_anchor_never_appears_in_any_result(tmp_path) -> None:
 
     assert client.anchors(sorted(gone)) == {}
     assert not set(client.index.relative(queries, "image").indices.tolist()) & gone
-    for m in ("image", "text"):
-        for _, _, _, rel, lst in refresh.stored(client.index, m):
-            assert not set(rel[0].tolist()) & gone
-            assert not set(lst.ids.tolist()) & gone
+    items = {p.payload["anchor"] for b in client.backend.scroll(CANDIDATES, Filter.where(set="gallery:anchors:image"),
+                                                                 ["anchor"]) for p in b}
+    assert items and not items & gone  # the deleted pairs' own items (their payloads) went at once
+
+    def no_trace(skip: str | None) -> None:
+        for m in ("image", "text"):
+            for _, _, key, rel, lst in refresh.stored(client.index, m):
+                if key != skip:
+                    assert not set(rel[0].tolist()) & gone
+                    assert not set(lst.ids.tolist()) & gone
+
+    no_trace(skip="gallery:anchors:image")  # the anchors gallery applies the deletion when searched:
     for hits in client.search_embeddings(unit(rng, 10, DT), "text", "anchors", top=50):
         assert not {h.id for h in hits} & gone
+    no_trace(skip=None)
     for result in client.classify_embeddings(queries, "t", top=8, threshold=None):
         assert result.predictions
     for q in queries[:5]:
@@ -360,4 +369,46 @@ def test_a_gallery_killed_while_being_indexed_is_searchable_and_exact_on_open(tm
         hits = client.search_embeddings(unit(np.random.default_rng(4), 4, DT), "text", "pics", top=20)
         assert {x.id for h in hits for x in h} <= items and any(hits)
         add(client, np.random.default_rng(5), 3)  # the first update searches their lists again
+    assert_consistent(path).close()
+
+
+@pytest.mark.parametrize("method,nth", [("delete", 1), ("replace_sparse", 1), ("insert_sparse", 1),
+                                        ("write_config", 1)])
+def test_an_anchors_gallery_killed_while_catching_up_catches_up_on_its_next_search(tmp_path, method, nth) -> None:
+    from asif_vdb import gallery
+
+    path = tmp_path / "s"
+    build(path)
+    with AsifClient(path) as client:
+        gallery.build_anchors_gallery(client.index, "image")
+        rng = np.random.default_rng(21)
+        add(client, rng, 6, source="b")
+        client.delete_anchors(anchor_ids(client)[:4])
+        assert client.gallery("anchors:image").behind_deleted
+    code = textwrap.dedent(f"""
+        import os, sys
+        sys.path.insert(0, {str(TESTS)!r})
+        from asif_vdb import gallery
+        from asif_vdb.client import AsifClient
+        client = AsifClient({str(path)!r})
+        real, calls = getattr(client.backend, {method!r}), []
+        def dying(*args, **kwargs):
+            out = real(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == {nth}:
+                os._exit(17)
+            return out
+        setattr(client.backend, {method!r}, dying)
+        gallery.resolve(client.index, "anchors:image", "text")
+        os._exit(0)
+    """)
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 17, run.stderr  # killed inside the catch-up
+    with AsifClient(path) as client:
+        gallery.resolve(client.index, "anchors:image", "text")
+        info = client.gallery("anchors:image")
+        assert not info.behind_added and not info.behind_deleted
+        items = [p.payload["anchor"] for b in client.backend.scroll(CANDIDATES, Filter.where(set="gallery:anchors:image"),
+                                                                      ["anchor"]) for p in b]
+        assert sorted(items) == sorted(anchor_ids(client)) and info.size == len(items)
     assert_consistent(path).close()

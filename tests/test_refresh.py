@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asif_vdb import refresh
+from asif_vdb import gallery, refresh
 from asif_vdb.client import AsifClient
 from asif_vdb.config import AsifParams, EncoderIdentity, EncoderSpec, IndexConfig
 from asif_vdb.index import ANCHORS, CANDIDATES, VISIBLE, AsifIndex
@@ -88,11 +88,12 @@ def anchor_ids(client: AsifClient) -> list[int]:
 
 def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
     """Every candidate's stored relative vector equals the rebuild's, and its stored list is the true
-    top of its anchors (ids, completeness)."""
+    top of its anchors (ids, completeness); an anchors gallery behind the anchors is not checked."""
     index = client.index
     k, K = index.config.params.k, refresh.depth(index.config.params.k)
+    behind = {f"gallery:{n}" for n, i in index.config.galleries.items() if i.behind_added or i.behind_deleted}
     for m in ("image", "text"):
-        points = refresh.stored(index, m)
+        points = [pt for pt in refresh.stored(index, m) if pt[2] not in behind]  # they catch up when searched
         if not points:
             continue
         vecs = np.stack([pt[1] for pt in points])
@@ -126,6 +127,7 @@ OPS = st.lists(
         st.tuples(st.just("delete"), st.floats(0.0, 0.6)),
         st.tuples(st.just("delete_source"), st.sampled_from(["a", "b"])),
         st.tuples(st.just("reopen"), st.just(0)),
+        st.tuples(st.just("anchors_gallery"), st.sampled_from(["image", "text"])),  # build, or catch up
     ),
     min_size=1, max_size=7,
 )
@@ -174,11 +176,17 @@ def run_updates(k, p, n0, n_text, n_image, ops, seed) -> None:
                     client.delete_anchors(list(rng.choice(ids, int(arg * len(ids)), replace=False)) if ids else [])
                 elif op == "delete_source":
                     client.delete_anchors_where(source=arg)
+                elif op == "anchors_gallery":
+                    gallery.resolve(client.index, f"anchors:{arg}", "text")
                 else:
                     client.close()
                     client = AsifClient(path)
-                assert_fresh(client)
+                assert_fresh(client)  # anchors galleries behind the anchors are left out
                 assert client.index.config.journal == []
+            for name in list(client.index.config.galleries):  # every change they missed, at once
+                gallery.resolve(client.index, name, "text")
+            assert not any(i.behind_added or i.behind_deleted for i in client.index.config.galleries.values())
+            assert_fresh(client)
         finally:
             client.close()
 
@@ -271,9 +279,7 @@ def test_candidates_stored_without_state_are_searched_once(tmp_path) -> None:
     client.close()
 
 
-def test_galleries_marked_stale_are_recomputed_and_anchor_galleries_dropped(tmp_path) -> None:
-    from asif_vdb import gallery
-
+def test_galleries_marked_stale_are_recomputed_and_anchor_galleries_left_behind(tmp_path) -> None:
     rng = np.random.default_rng(7)
     client = make_store(tmp_path / "s", k=3)
     add(client, rng, 20)
@@ -282,9 +288,13 @@ def test_galleries_marked_stale_are_recomputed_and_anchor_galleries_dropped(tmp_
     client.index.config.galleries["g"].stale = True
     add(client, rng, 4)
     assert "g" in client.last_refresh.galleries_recomputed
-    assert "anchors:text" in client.last_refresh.galleries_dropped
+    assert "anchors:text" in client.last_refresh.galleries_behind
+    assert len(client.index.config.galleries["anchors:text"].behind_added) == 4
     assert not client.index.config.galleries["g"].stale
     assert client.index.count_set(gallery.set_key("g")) == len(ids)
+    assert_fresh(client)
+    gallery.resolve(client.index, "anchors:text", "image")
+    assert client.index.count_set(gallery.set_key("anchors:text")) == 24
     assert_fresh(client)
     client.close()
 
@@ -447,8 +457,6 @@ def test_a_refresh_of_most_candidates_also_switches(tmp_path, monkeypatch) -> No
 def test_a_gallery_indexed_in_batches_saves_the_lists_once(tmp_path, monkeypatch, reopen) -> None:
     """Each save writes every candidate's list: once per batch made large galleries quadratic. With
     ``reopen`` the process starts without the candidates in memory (it reads them once)."""
-    from asif_vdb import gallery
-
     client, rng = seeded_store(tmp_path / "s", k=4, seed=12, n_anchors=30, n_text=6, n_image=5)
     if reopen:
         client.close()
@@ -459,13 +467,20 @@ def test_a_gallery_indexed_in_batches_saves_the_lists_once(tmp_path, monkeypatch
     monkeypatch.setattr(client.backend, "write_blob", lambda name, arrays: (saves.append(name), real(name, arrays)))
     ids = gallery.add_items(client.index, "big", unit(rng, 19, DI), "image", [{"ref": str(i)} for i in range(19)])
     assert saves == [refresh.LISTS_BLOB]  # 5 batches, one save
-    gallery.build_anchors_gallery(client.index, "text")  # 30 anchors in batches of 4
-    assert saves == [refresh.LISTS_BLOB] * 2
+    gallery.build_anchors_gallery(client.index, "text")  # 30 anchors in batches of 4, in a blob of its own
+    assert saves == [refresh.LISTS_BLOB] * 2 + [refresh.lists_blob("gallery:anchors:text")]
     assert client.index.count_set(gallery.set_key("big")) == len(ids)
+    assert_fresh(client)
+    saves.clear()
+    add(client, rng, 2)  # the anchors gallery is left behind: its (larger) blob is not written again
+    assert saves == [refresh.LISTS_BLOB]
+    gallery.resolve(client.index, "anchors:text", "image")  # it catches up: now it is, once
+    assert saves[1:] == [refresh.LISTS_BLOB, refresh.lists_blob("gallery:anchors:text")]
     assert_fresh(client)
     client.close()
     client = AsifClient(tmp_path / "s")  # the saved lists serve every candidate: nothing searched
     assert not client.last_repair.get("searched")
     add(client, rng, 3)
+    gallery.resolve(client.index, "anchors:text", "image")  # the anchors gallery catches up
     assert_fresh(client)
     client.close()

@@ -11,8 +11,11 @@ from asif_vdb.client import AsifClient
 from asif_vdb.config import AsifParams
 from asif_vdb.errors import InputError, NotFoundError
 from asif_vdb.gallery import query_modality
+from asif_vdb.index import CANDIDATES
+from asif_vdb.store.base import Filter
 from tests.backends import open_store
 from tests.conftest import unit_rows
+from tests.test_refresh import assert_fresh
 
 K, P = 25, 3.0
 PARAMS = AsifParams(k=K, p=P)
@@ -147,6 +150,17 @@ def test_gallery_follows_anchor_changes(tmp_path) -> None:
         assert not client.gallery("caps").stale
 
 
+def anchor_items(client, side: str) -> dict[int, int]:
+    """anchor id -> its item id in the anchors gallery of ``side``."""
+    where = Filter.where(set=f"gallery:anchors:{side}")
+    return {p.payload["anchor"]: p.id for b in client.backend.scroll(CANDIDATES, where, ["anchor"]) for p in b}
+
+
+def more_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    img, txt, payloads = anchors(n, seed=seed)
+    return img, txt, [{**p, "caption": f"extra {i}"} for i, p in enumerate(payloads)]
+
+
 def test_anchors_gallery(tmp_path) -> None:
     img, txt, payloads = anchors(90, seed=12)
     rng = np.random.default_rng(13)
@@ -162,11 +176,32 @@ def test_anchors_gallery(tmp_path) -> None:
         want, s = dense_top(q_img, img[:80], txt[:80], txt[:80], 6)
         check_equal(client.search_embeddings(q_img, "image", "anchors", top=6), ids, want, s)
         assert set(client.galleries()) == {"anchors:image", "anchors:text"}
-        # new anchors drop the indexed sides; the next search rebuilds them with every anchor
+        items_before = anchor_items(client, "image")
+        # an anchor update leaves the indexed sides behind; their next search catches up
         ids += client.add_anchor_embeddings(img[80:], txt[80:], payloads[80:])
-        assert client.galleries() == []
+        assert set(client.galleries()) == {"anchors:image", "anchors:text"}
+        assert client.last_refresh.galleries_behind == ["anchors:image", "anchors:text"]
+        assert client.gallery("anchors:image").behind_added == ids[80:]
         want, s = dense_top(q_txt, txt, img, img, 6)
         check_equal(client.search_embeddings(q_txt, "text", "anchors", top=6), ids, want, s)
+        items = anchor_items(client, "image")
+        assert {a: items[a] for a in items_before} == items_before  # caught up, not rebuilt
+        assert sorted(items) == sorted(ids) and client.gallery("anchors:image").behind_added == []
+        # deletions, old and new anchors alike, and more additions before the next search
+        gone = [ids[3], ids[40], ids[85]]
+        client.delete_anchors(gone)
+        extra = more_pairs(5, seed=14)
+        ids += client.add_anchor_embeddings(*extra)
+        keep = [i for i, a in enumerate(ids) if a not in gone]
+        all_img, all_txt = np.concatenate([img, extra[0]]), np.concatenate([txt, extra[1]])
+        kept_ids = [ids[i] for i in keep]
+        for query, modality, side in ((q_txt, "text", "image"), (q_img, "image", "text")):
+            mine = all_txt if modality == "text" else all_img
+            items_vecs = all_img if side == "image" else all_txt
+            want, s = dense_top(query, mine[keep], items_vecs[keep], items_vecs[keep], 6)
+            check_equal(client.search_embeddings(query, modality, "anchors", top=6), kept_ids, want, s)
+            assert sorted(anchor_items(client, side)) == sorted(kept_ids)
+        assert_fresh(client)
         with pytest.raises(InputError, match="reserved"):
             client.index_gallery_embeddings("anchors", img[:2], "image")
         with pytest.raises(InputError, match="delete anchors instead"):
