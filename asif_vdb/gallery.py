@@ -35,6 +35,8 @@ from asif_vdb.store.base import Filter
 
 ANCHORS_GALLERY = "anchors"
 REFRESH_BATCH = 512
+#: Similarities held at once while an anchors gallery catches up (items x new anchors, float64).
+CATCH_UP_CELLS = 50_000_000
 MODALITIES = ("image", "text")
 
 
@@ -175,9 +177,18 @@ def catch_up(index: AsifIndex, info: GallerySetInfo) -> None:
     crash: the changes stay recorded until the end."""
     key, modality = set_key(info.name), info.modality
     added, deleted = set(info.behind_added), set(info.behind_deleted)
+    if len(added) > info.size // 4:  # one search per new anchor, and a merge for every item:
+        build_anchors_gallery(index, modality)  # building anew costs less
+        return
     with refresh.lists_saved_once(index):
         delete_anchor_items(index, info, sorted(deleted))
-        refresh.apply(index, added=sorted(added), deleted=sorted(deleted), only=key)
+        # Merging holds an items x new anchors matrix of similarities: a bounded one at a time (a
+        # list that already holds an anchor takes it again unchanged, so the chunks compose).
+        chunk = max(1, CATCH_UP_CELLS // max(info.size, 1))
+        ordered = sorted(added)
+        refresh.apply(index, added=ordered[:chunk], deleted=sorted(deleted), only=key)
+        for start in range(chunk, len(ordered), chunk):
+            refresh.apply(index, added=ordered[start : start + chunk], only=key)
         present = {int(p.payload["anchor"]) for batch in index.backend.scroll(
             CANDIDATES, Filter.where(set=key, anchor=sorted(added)), with_payload=["anchor"]) for p in batch} \
             if added else set()
@@ -225,7 +236,7 @@ def resolve(index: AsifIndex, gallery: str, query_modality: Modality) -> Gallery
         info = index.config.galleries[name]
         if info.behind_added or info.behind_deleted:
             catch_up(index, info)
-        return info
+        return index.config.galleries[name]
     info = get(index, gallery)
     if info.stale:
         recompute(index, info)

@@ -147,13 +147,14 @@ def test_any_sequence_of_updates_equals_a_rebuild(k, p, n0, n_text, n_image, ops
 def test_any_sequence_of_updates_equals_a_rebuild_when_full_rewrites_switch_collections(
         k, p, n0, n_text, n_image, ops, seed) -> None:
     """The same, with every refresh that changes anything writing all candidates into a new
-    collection (in use: 1,000 candidates or more, 90% of them changed)."""
-    saved = refresh.SWAP_MIN, refresh.SWAP_SHARE
-    refresh.SWAP_MIN, refresh.SWAP_SHARE = 1, 0.0
+    collection (in use: 1,000 candidates or more, 90% of them changed), and anchors galleries
+    catching up a few new anchors at a time."""
+    saved = refresh.SWAP_MIN, refresh.SWAP_SHARE, gallery.CATCH_UP_CELLS
+    refresh.SWAP_MIN, refresh.SWAP_SHARE, gallery.CATCH_UP_CELLS = 1, 0.0, 60
     try:
         run_updates(k, p, n0, n_text, n_image, ops, seed)
     finally:
-        refresh.SWAP_MIN, refresh.SWAP_SHARE = saved
+        refresh.SWAP_MIN, refresh.SWAP_SHARE, gallery.CATCH_UP_CELLS = saved
 
 
 def run_updates(k, p, n0, n_text, n_image, ops, seed) -> None:

@@ -161,7 +161,12 @@ def more_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     return img, txt, [{**p, "caption": f"extra {i}"} for i, p in enumerate(payloads)]
 
 
-def test_anchors_gallery(tmp_path) -> None:
+@pytest.mark.parametrize("cells", [None, 200])  # 200: the catch-up merges 2 new anchors at a time
+def test_anchors_gallery(tmp_path, monkeypatch, cells) -> None:
+    from asif_vdb import gallery
+
+    if cells is not None:
+        monkeypatch.setattr(gallery, "CATCH_UP_CELLS", cells)
     img, txt, payloads = anchors(90, seed=12)
     rng = np.random.default_rng(13)
     q_txt, q_img = unit_rows(rng, 3, 384), unit_rows(rng, 3, 1280)
@@ -232,3 +237,18 @@ def test_gallery_input_errors(tmp_path) -> None:
         with pytest.raises(InputError, match="2 payloads for 1 items"):
             client.index_gallery_embeddings("pics", img[:1], "image", [{}, {}])
         assert client.gallery("pics").size == 5
+
+
+def test_an_anchors_gallery_far_behind_is_built_anew(tmp_path) -> None:
+    img, txt, payloads = anchors(60, seed=15)
+    q_txt = unit_rows(np.random.default_rng(16), 3, 384)
+    with open_store("edge", tmp_path, params=PARAMS) as client:
+        ids = client.add_anchor_embeddings(img[:40], txt[:40], payloads[:40])
+        client.index_anchors_gallery("image")
+        before = anchor_items(client, "image")
+        ids += client.add_anchor_embeddings(img[40:], txt[40:], payloads[40:])  # 20 > 40 items / 4
+        want, s = dense_top(q_txt, txt, img, img, 6)
+        check_equal(client.search_embeddings(q_txt, "text", "anchors", top=6), ids, want, s)
+        after = anchor_items(client, "image")
+        assert sorted(after) == sorted(ids) and not set(after.values()) & set(before.values())
+        assert not client.gallery("anchors:image").behind_added
