@@ -161,8 +161,8 @@ def more_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     return img, txt, [{**p, "caption": f"extra {i}"} for i, p in enumerate(payloads)]
 
 
-@pytest.mark.parametrize("cells", [None, 200])  # 200: the catch-up merges 2 new anchors at a time
-def test_anchors_gallery(tmp_path, monkeypatch, cells) -> None:
+@pytest.mark.parametrize("backend,cells", [("edge", None), ("edge", 200), ("memory", None)])
+def test_anchors_gallery(tmp_path, monkeypatch, backend, cells) -> None:  # cells 200: 2 new anchors at a time
     from asif_vdb import gallery
 
     if cells is not None:
@@ -170,7 +170,7 @@ def test_anchors_gallery(tmp_path, monkeypatch, cells) -> None:
     img, txt, payloads = anchors(90, seed=12)
     rng = np.random.default_rng(13)
     q_txt, q_img = unit_rows(rng, 3, 384), unit_rows(rng, 3, 1280)
-    with open_store("edge", tmp_path, params=PARAMS) as client:
+    with open_store(backend, tmp_path, params=PARAMS) as client:
         ids = client.add_anchor_embeddings(img[:80], txt[:80], payloads[:80])
         # text query -> anchor images, each ranked by the relative vector of its own image
         want, s = dense_top(q_txt, txt[:80], img[:80], img[:80], 6)
