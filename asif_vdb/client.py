@@ -579,7 +579,11 @@ class AsifClient:
                                "aggregate": i.aggregate, "threshold": i.threshold,
                                "coverage_threshold": i.coverage_threshold}
                            for n, i in c.label_sets.items()},
-            "galleries": {n: g.model_dump() for n, g in c.galleries.items()},
+            "galleries": {n: {**g.model_dump(exclude={"behind_added", "behind_deleted"}),
+                              # anchors galleries: anchor changes their next search applies
+                              **({"behind": len(g.behind_added) + len(g.behind_deleted)}
+                                 if g.behind_added or g.behind_deleted else {})}
+                          for n, g in c.galleries.items()},
         }
 
 

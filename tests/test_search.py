@@ -187,6 +187,7 @@ def test_anchors_gallery(tmp_path, monkeypatch, backend, cells) -> None:  # cell
         assert set(client.galleries()) == {"anchors:image", "anchors:text"}
         assert client.last_refresh.galleries_behind == ["anchors:image", "anchors:text"]
         assert client.gallery("anchors:image").behind_added == ids[80:]
+        assert client.info()["galleries"]["anchors:image"]["behind"] == 10  # a count, not the ids
         want, s = dense_top(q_txt, txt, img, img, 6)
         check_equal(client.search_embeddings(q_txt, "text", "anchors", top=6), ids, want, s)
         items = anchor_items(client, "image")
