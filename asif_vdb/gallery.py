@@ -211,7 +211,7 @@ def delete_anchor_items(index: AsifIndex, info: GallerySetInfo, anchors: Sequenc
     where = Filter.where(set=set_key(info.name), anchor=[int(a) for a in anchors])
     ids = [p.id for batch in index.backend.scroll(CANDIDATES, where, with_payload=False) for p in batch]
     if ids:
-        index.delete_candidates(ids)
+        index.delete_candidates(ids, set_key(info.name))
         info.size = index.count_set(set_key(info.name))
 
 

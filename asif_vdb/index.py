@@ -265,13 +265,13 @@ class AsifIndex:
         return {p.id: p.sparse["rel"] for p in self.backend.retrieve(self.relatives, list(ids), False, ("rel",))
                 if "rel" in p.sparse}
 
-    def delete_candidates(self, ids: Sequence[int]) -> None:
-        """Delete candidates (source and derived) by id."""
+    def delete_candidates(self, ids: Sequence[int], set_key: str | None = None) -> None:
+        """Delete candidates (source and derived) by id (all of set ``set_key``, when given)."""
         from asif_vdb import refresh
 
         self.backend.delete(self.relatives, ids)
         self.backend.delete(CANDIDATES, ids)
-        refresh.note_delete(self, ids)
+        refresh.note_delete(self, ids, set_key)
 
     def drop_set(self, set_key: str) -> None:
         from asif_vdb import refresh

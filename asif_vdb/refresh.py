@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from asif_vdb import relative
 from asif_vdb.index import ANCHORS, CANDIDATES, RELATIVES, VISIBLE, AsifIndex, Modality, relatives_spec
 from asif_vdb.methods_index import embed
-from asif_vdb.store.base import Filter, Hits
+from asif_vdb.store.base import Filter, Hits, Match
 
 #: Orders decided by values closer than this are re-read from Qdrant. Its scores are float32 dot
 #: products; numpy's float64 ones differ from them by at most 8.8e-8 over 600k candidate-anchor pairs
@@ -299,11 +299,18 @@ class Cache:
 
     groups: dict[str, Group]
     count: int
+    #: Anchors galleries not read in (set key -> its candidates): updates leave them out, so they
+    #: are read only when one catches up (``load(include=...)``).
+    absent: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.count + sum(self.absent.values())
 
 
 def _cache(index: AsifIndex) -> Cache | None:
     cache = getattr(index, "_refresh_cache", None)
-    if cache is not None and cache.count != index.backend.count(CANDIDATES):
+    if cache is not None and cache.total != index.backend.count(CANDIDATES):
         cache = index._refresh_cache = None  # someone deleted candidates behind our back
     return cache
 
@@ -317,6 +324,8 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
             save_lists(index, np.asarray(ids, np.int64), lists, set_key)  # others exist that this process never read
             return
         cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
+    if set_key in cache.absent:  # (its other candidates, before these join them)
+        _read_in(index, cache, {set_key})
     cache.groups[modality].put(ids, vecs, set_key, lists)
     for other in MODALITIES:  # an id rewritten with the other modality leaves that group
         if other != modality:
@@ -358,10 +367,13 @@ def lists_saved_once(index: AsifIndex, *, every_candidate: bool = False) -> Iter
         save_lists(index)
 
 
-def note_delete(index: AsifIndex, ids: Sequence[int]) -> None:
-    """Called after candidates are deleted by id."""
+def note_delete(index: AsifIndex, ids: Sequence[int], set_key: str | None = None) -> None:
+    """Called after candidates are deleted by id (all of ``set_key`` when given: it may be absent)."""
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
+        return
+    if set_key in cache.absent:
+        cache.absent[set_key] -= len(set(int(i) for i in ids))  # type: ignore[index]
         return
     for g in cache.groups.values():
         g.remove(np.isin(g.ids, np.asarray(list(ids), np.int64)))
@@ -372,6 +384,7 @@ def note_drop(index: AsifIndex, set_key: str) -> None:
     cache = getattr(index, "_refresh_cache", None)
     if cache is None:
         return
+    cache.absent.pop(set_key, None)
     for g in cache.groups.values():
         g.remove(np.asarray([s == set_key for s in g.sets], bool))
     cache.count = sum(len(g.ids) for g in cache.groups.values())
@@ -387,11 +400,11 @@ def _candidates(index: AsifIndex, modality: Modality) -> list[tuple[int, np.ndar
     return _all_candidates(index, (modality,))[modality]
 
 
-def _all_candidates(index: AsifIndex, modalities: Sequence[Modality] = MODALITIES,
+def _all_candidates(index: AsifIndex, modalities: Sequence[Modality] = MODALITIES, where: Filter | None = None,
                     ) -> dict[Modality, list[tuple[int, np.ndarray, str]]]:
-    """modality -> (id, embedding, set key) of its candidates, in one pass over the store."""
+    """modality -> (id, embedding, set key) of its candidates (those ``where`` selects), in one pass."""
     out: dict[Modality, list[tuple[int, np.ndarray, str]]] = {m: [] for m in modalities}
-    for batch in index.backend.scroll(CANDIDATES, None, with_payload=["set"], vectors=tuple(modalities)):
+    for batch in index.backend.scroll(CANDIDATES, where, with_payload=["set"], vectors=tuple(modalities)):
         for p in batch:
             for m, v in p.dense.items():
                 if m in out:
@@ -413,20 +426,48 @@ def stored(index: AsifIndex, modality: Modality) -> list[tuple[int, np.ndarray, 
     return out
 
 
-def load(index: AsifIndex) -> Cache:
-    """Every candidate's embedding and list, from the store (or the cache). A list is used when it
-    was saved by the write that made the stored ``rel`` (same generation); the others (a store
-    written before lists were saved, or a crash between the two writes) are searched again and
-    written."""
+def load(index: AsifIndex, include: set[str] | None = None) -> Cache:
+    """Every candidate's embedding and list, from the store (or the cache), but the anchors
+    galleries' unless ``include``d (see ``Cache.absent``). A list is used when it was saved by the
+    write that made the stored ``rel`` (same generation); the others (a store written before lists
+    were saved, or a crash between the two writes) are searched again and written."""
     cache = _cache(index)
-    if cache is not None:
-        return cache
-    groups = {m: Group(m) for m in MODALITIES}
-    saved_lists = _read_lists(index)
+    if cache is None:
+        lazy = lazy_sets(index)
+        cache = Cache({m: Group(m) for m in MODALITIES}, 0)
+        index._refresh_cache = cache  # type: ignore[attr-defined]
+        _saved_signatures(index).clear()
+        cache.absent = {key: index.count_set(key) for key in lazy}
+        _read_in(index, cache, None)
+    wanted = (include or set()) & set(cache.absent)
+    if wanted:
+        _read_in(index, cache, wanted)
+    return cache
+
+
+def _read_in(index: AsifIndex, cache: Cache, keys: set[str] | None) -> None:
+    """Read into the cache the candidates of these absent anchors galleries (None: every candidate
+    of no anchors gallery), searching again the lists that were not saved with their ``rel``."""
+    lazy = lazy_sets(index)
+    if keys is None:
+        where = Filter(must_not=(Match("set", sorted(lazy)),)) if lazy else None
+        saved_lists = _read_blob_lists(index, LISTS_BLOB) or {}
+        own = set()
+    else:
+        where = Filter(must=(Match("set", sorted(keys)),))
+        saved_lists, own = {}, set()
+        for key in sorted(keys):
+            got = _read_blob_lists(index, lists_blob(key))
+            if got is None:  # a store from before the anchors galleries had blobs of their own
+                got = _read_blob_lists(index, LISTS_BLOB) or {}
+            else:
+                own.add(key)
+            saved_lists.update(got)
+            cache.absent.pop(key, None)
     rel_gens = _rel_gens(index)
     gens = _gens(index)
     repaired: set[str] = set()  # sets with a candidate searched again
-    candidates = _all_candidates(index)
+    candidates = _all_candidates(index, where=where)
     for m in MODALITIES:
         rows = candidates[m]
         if not rows:
@@ -447,18 +488,17 @@ def load(index: AsifIndex) -> Cache:
                 lists[i] = lst
             write(index, ids[unknown], [lists[i] for i in unknown], [sets[i] for i in unknown])  # type: ignore[misc]
             repaired |= {sets[i] for i in unknown}
-        groups[m].put(ids, dense, "", lists)  # type: ignore[arg-type]
-        groups[m].sets = sets
-    cache = Cache(groups, sum(len(g.ids) for g in groups.values()))
-    index._refresh_cache = cache  # type: ignore[attr-defined]
+        group = cache.groups[m]
+        group.put(ids, dense, "", lists)  # type: ignore[arg-type]
+        group.sets[len(group.sets) - len(sets):] = sets
+    cache.count = sum(len(g.ids) for g in cache.groups.values())
     saved_as = _saved_signatures(index)  # the anchors galleries' blobs hold what was just read
-    saved_as.clear()
-    for key in (lazy_sets(index) & getattr(index, "_lists_own_blob", set())) - repaired:
-        rows = [(cid, lst) for g in groups.values() for cid, k, lst in zip(g.ids.tolist(), g.sets, g.lists) if k == key]
+    for key in own - repaired:
+        rows = [(cid, lst) for g in cache.groups.values() for cid, k, lst in zip(g.ids.tolist(), g.sets, g.lists)
+                if k == key]
         saved_as[key] = _signature(index, [r[0] for r in rows], [r[1] for r in rows])
     if repaired:
-        save_lists(index)
-    return cache
+        _save_lists_soon(index)
 
 
 def derived_status(index: AsifIndex) -> tuple[int, int]:
@@ -483,7 +523,7 @@ def check_derived(index: AsifIndex) -> int:
     index.backend.delete(index.relatives, extra)
     index._refresh_cache = None  # type: ignore[attr-defined]
     before = index.backend.count(index.relatives)
-    load(index)
+    load(index, include=lazy_sets(index))
     return max(0, len(cand) - before)
 
 
@@ -604,12 +644,8 @@ def lists_blob(set_key: str | None) -> str:
 def _read_lists(index: AsifIndex) -> dict[int, tuple[int, AnchorList]]:
     """id -> (generation of the rel it was saved with, its list), from the blobs (empty when none)."""
     out = _read_blob_lists(index, LISTS_BLOB) or {}
-    index._lists_own_blob = set()  # type: ignore[attr-defined]  # anchors galleries read from their own blob
     for key in sorted(lazy_sets(index)):
-        own = _read_blob_lists(index, lists_blob(key))
-        if own is not None:
-            index._lists_own_blob.add(key)  # type: ignore[attr-defined]
-            out.update(own)
+        out.update(_read_blob_lists(index, lists_blob(key)) or {})
     return out
 
 
@@ -659,7 +695,7 @@ def save_lists(index: AsifIndex, ids: np.ndarray | None = None, lists: Sequence[
                 part[0].append(cid)
                 part[1].append(lst)
         saved_as = _saved_signatures(index)
-        for key in lazy - set(parts):  # an anchors gallery with no items left
+        for key in lazy - set(parts) - set(cache.absent):  # an anchors gallery with no items left
             parts[key] = ([], [])
         for key, (part_ids, part_lists) in parts.items():
             if key is not None:
@@ -750,7 +786,7 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
     if only is None:
         _galleries_before(index, report, added, deleted_arr.tolist())
     skip = lazy_sets(index)
-    cache = load(index)
+    cache = load(index, include={only} if only is not None else None)
     t = report.timed("load", t)
     changed_ids: list[int] = []
     changed_lists: list[AnchorList] = []
@@ -775,7 +811,7 @@ def _apply(index: AsifIndex, added: Sequence[int], deleted: Sequence[int],
             changed_lists.append(lst)
             changed_sets.append(group.sets[row])
     report.rewritten = len(changed_ids)
-    if SWAP_MIN <= cache.count and SWAP_SHARE * cache.count <= len(changed_ids) < cache.count:
+    if not cache.absent and SWAP_MIN <= cache.count and SWAP_SHARE * cache.count <= len(changed_ids) < cache.count:
         _add_unchanged(cache, changed_ids, changed_lists, changed_sets)  # then ``write`` switches
     t = time.perf_counter()
     compact_s = write(index, changed_ids, changed_lists, changed_sets)

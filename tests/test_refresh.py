@@ -485,3 +485,25 @@ def test_a_gallery_indexed_in_batches_saves_the_lists_once(tmp_path, monkeypatch
     gallery.resolve(client.index, "anchors:text", "image")  # the anchors gallery catches up
     assert_fresh(client)
     client.close()
+
+
+def test_an_update_after_opening_reads_no_anchors_gallery(tmp_path, monkeypatch) -> None:
+    """The anchors galleries (as many candidates as anchors) are left out of updates, so an update
+    neither reads their lists nor their embeddings; their catch-up reads them."""
+    client, rng = seeded_store(tmp_path / "s", k=4, seed=13, n_anchors=30, n_text=6, n_image=5)
+    gallery.build_anchors_gallery(client.index, "image")
+    client.close()
+    client = AsifClient(tmp_path / "s")
+    reads = []
+    real = client.backend.read_blob
+    monkeypatch.setattr(client.backend, "read_blob", lambda name: (reads.append(name), real(name))[1])
+    add(client, rng, 4)
+    assert reads == [refresh.LISTS_BLOB]
+    assert client.index._refresh_cache.absent == {"gallery:anchors:image": 30}
+    assert client.last_refresh.candidates == 11  # the label-set and gallery candidates only
+    gallery.resolve(client.index, "anchors:image", "text")
+    assert reads[1:] == [refresh.lists_blob("gallery:anchors:image")]
+    assert client.index._refresh_cache.absent == {}
+    assert client.index.count_set("gallery:anchors:image") == 34
+    assert_fresh(client)
+    client.close()
