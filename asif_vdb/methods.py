@@ -65,12 +65,16 @@ class Transform:
     matrix: np.ndarray   # (d, d); the identity when not whitening
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
-        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
-        out = (signed_power(arr, self.power) - self.mean) @ self.matrix
+        out = self.project(vectors)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         if (norms < ZERO_NORM).any():
             raise InputError(f"vector #{int(np.argmin(norms))} equals the anchors' mean: it has no direction")
         return (out / norms).astype(np.float32)
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """``(signed_power(x) - mean) @ matrix`` before normalising (a zero row has no direction)."""
+        arr = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+        return (signed_power(arr, self.power) - self.mean) @ self.matrix
 
     def invert(self, transformed: np.ndarray) -> np.ndarray:
         """The unit input vectors that ``apply`` maps to these rows (the transform is invertible:

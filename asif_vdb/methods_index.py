@@ -147,8 +147,7 @@ def set_transforms(index: AsifIndex, options: dict[str, dict[str, Any] | None]) 
         if len(ids) < 2:
             raise InputError(f"fitting the {m} transform needs at least 2 anchors; the store has {len(ids)}")
         fitted[m] = t = _as32(methods.fit_transform(vecs, info.power, info.centre, info.whiten))
-        moved = (methods.signed_power(vecs.astype(np.float64), t.power) - t.mean) @ t.matrix
-        flat = [ids[i] for i in np.flatnonzero(np.linalg.norm(moved, axis=1) < methods.ZERO_NORM)]
+        flat = [ids[i] for i in np.flatnonzero(np.linalg.norm(t.project(vecs), axis=1) < methods.ZERO_NORM)]
         if flat:  # checked before anything is written: the journaled rewrite must be able to finish
             raise InputError(f"the fitted {m} transform maps anchor(s) {flat[:5]} to zero (they equal the "
                              "anchors' mean): delete them or fit without centring")

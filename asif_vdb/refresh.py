@@ -307,6 +307,10 @@ class Cache:
     def total(self) -> int:
         return self.count + sum(self.absent.values())
 
+    @classmethod
+    def empty(cls) -> Cache:
+        return cls({m: Group(m) for m in MODALITIES}, 0)
+
 
 def _cache(index: AsifIndex) -> Cache | None:
     cache = getattr(index, "_refresh_cache", None)
@@ -323,7 +327,7 @@ def note_put(index: AsifIndex, set_key: str, ids: Sequence[int], vecs: np.ndarra
         if index.backend.count(CANDIDATES) != len(set(int(i) for i in ids)):
             save_lists(index, np.asarray(ids, np.int64), lists, set_key)  # others exist that this process never read
             return
-        cache = index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
+        cache = index._refresh_cache = Cache.empty()  # type: ignore[attr-defined]
     if set_key in cache.absent:  # (its other candidates, before these join them)
         _read_in(index, cache, {set_key})
     cache.groups[modality].put(ids, vecs, set_key, lists)
@@ -353,7 +357,7 @@ def lists_saved_once(index: AsifIndex, *, every_candidate: bool = False) -> Iter
     outer = not getattr(index, "_lists_deferred", 0)
     if outer:
         if every_candidate:
-            index._refresh_cache = Cache({m: Group(m) for m in MODALITIES}, 0)  # type: ignore[attr-defined]
+            index._refresh_cache = Cache.empty()  # type: ignore[attr-defined]
         else:
             load(index)
         index._lists_dirty = False  # type: ignore[attr-defined]
@@ -434,7 +438,7 @@ def load(index: AsifIndex, include: set[str] | None = None) -> Cache:
     cache = _cache(index)
     if cache is None:
         lazy = lazy_sets(index)
-        cache = Cache({m: Group(m) for m in MODALITIES}, 0)
+        cache = Cache.empty()
         index._refresh_cache = cache  # type: ignore[attr-defined]
         _saved_signatures(index).clear()
         cache.absent = {key: index.count_set(key) for key in lazy}
@@ -458,12 +462,12 @@ def _read_in(index: AsifIndex, cache: Cache, keys: set[str] | None) -> None:
         saved_lists, own = {}, set()
         for key in sorted(keys):
             got = _read_blob_lists(index, lists_blob(key))
-            if got is None:  # a store from before the anchors galleries had blobs of their own
-                got = _read_blob_lists(index, LISTS_BLOB) or {}
-            else:
+            if got is not None:
                 own.add(key)
-            saved_lists.update(got)
+                saved_lists.update(got)
             cache.absent.pop(key, None)
+        if own != keys:  # a store from before the anchors galleries had blobs of their own
+            saved_lists = {**(_read_blob_lists(index, LISTS_BLOB) or {}), **saved_lists}
     rel_gens = _rel_gens(index)
     gens = _gens(index)
     repaired: set[str] = set()  # sets with a candidate searched again
