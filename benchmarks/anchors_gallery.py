@@ -28,8 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import refresh  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
+from asif_vdb import AsifClient  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 
@@ -42,9 +41,10 @@ def timed(fn, *args, **kwargs) -> float:
 
 def max_difference(client: AsifClient, side: str, sample: int, rng: np.random.Generator) -> float:
     """Largest difference between stored and recomputed relative vectors of ``sample`` items."""
-    rows = [r for r in refresh.stored(client.index, side) if r[2] == f"gallery:anchors:{side}"]
+    assert client.engine is not None
+    rows = [r for r in client.engine.lists.stored(side) if r[2] == f"gallery:anchors:{side}"]
     rows = [rows[i] for i in sorted(rng.choice(len(rows), min(sample, len(rows)), replace=False))]
-    want = client.index.relative(np.stack([r[1] for r in rows]), side).toarray()
+    want = client.engine.anchors.relative(np.stack([r[1] for r in rows]), side).toarray()
     got = np.zeros_like(want)
     for i, r in enumerate(rows):
         got[i, np.asarray(r[3][0], np.int64)] = r[3][1]
@@ -92,7 +92,7 @@ def main() -> None:
                       "text": timed(client.search_embeddings, image_query, "image", "anchors", top=10)}
         print(f"  caught up: {catch_up_s}", flush=True)
         search_s = timed(client.search_embeddings, text_query, "text", "anchors", top=10)
-        items = {side: client.index.count_set(f"gallery:anchors:{side}") for side in ("image", "text")}
+        items = {side: client.gallery(f"anchors:{side}").size for side in ("image", "text")}
         diff = {side: max_difference(client, side, args.check, rng) for side in ("image", "text")}
         anchors_after = client.count()
         client.close()

@@ -63,8 +63,8 @@ import numpy as np
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from asif_vdb.client import AsifClient, get_encoder  # noqa: E402
-from asif_vdb.config import EncoderSpec  # noqa: E402
+from asif_vdb import AsifClient, EncoderSpec  # noqa: E402
+from asif_vdb.encoders import get_encoder  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 from benchmarks.datasets import DATASETS, load_flickr8k  # noqa: E402
 from ingest.config import IngestConfig  # noqa: E402

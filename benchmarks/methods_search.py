@@ -24,9 +24,10 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import methods  # noqa: E402
-from asif_vdb.relative import scores  # noqa: E402
-from asif_vdb.templates import fill, load_templates  # noqa: E402
+from asif_vdb.features.templates import fill, load_templates  # noqa: E402
+from asif_vdb.maths import hub as hubs  # noqa: E402
+from asif_vdb.maths import transforms as tf  # noqa: E402
+from asif_vdb.maths.relative import scores  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 from benchmarks.datasets import (  # noqa: E402
     CIFAR_CLASSES,
@@ -126,7 +127,7 @@ class Variant:
     idea: str
     k: int = 800
     p: float = 1.0
-    image: dict | None = None          # transform options (methods.fit_transform), None: raw
+    image: dict | None = None          # transform options (tf.fit_transform), None: raw
     text: dict | None = None
     anchors: str = "caption"           # "caption": 30,455 pairs; "image": 6,091 (text = mean caption)
     templates: str = "default"
@@ -184,14 +185,14 @@ class Space:
             a_txt = d.train_caps.reshape(-1, d.train_caps.shape[2])
         else:
             a_img, repeat = d.train_img, 1
-            a_txt = methods.unit_rows(d.train_caps.mean(axis=1)).astype(np.float32)
-        ti = methods.fit_transform(a_img, **image) if image else None
-        tt = methods.fit_transform(a_txt, **text) if text else None
+            a_txt = tf.unit_rows(d.train_caps.mean(axis=1)).astype(np.float32)
+        ti = tf.fit_transform(a_img, **image) if image else None
+        tt = tf.fit_transform(a_txt, **text) if text else None
         fi = (lambda x: ti.apply(x)) if ti else (lambda x: x)
         ft = (lambda x: tt.apply(x)) if tt else (lambda x: x)
         A_i, A_t = fi(a_img), ft(a_txt)
         n_anchors = len(A_i) * repeat
-        self.ref = methods.reference_sample(np.arange(n_anchors))   # the store's reference rule
+        self.ref = hubs.reference_sample(np.arange(n_anchors))   # the store's reference rule
         self.ref_img_rows = self.ref // repeat
         self.tops: dict[str, Top] = {
             "cifar": top_sorted(fi(d.cifar), A_i, K, repeat),
@@ -208,8 +209,8 @@ class Space:
 
 
 def z(s: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    mean, std = methods.hub_statistics(ref)
-    return methods.hub_normalise_rows(s, mean, std)
+    mean, std = hubs.hub_statistics(ref)
+    return hubs.hub_normalise_rows(s, mean, std)
 
 
 def cifar_figures(d: Data, sp_: Space, v: Variant) -> dict:
@@ -221,7 +222,7 @@ def cifar_figures(d: Data, sp_: Space, v: Variant) -> dict:
         tq = np.asarray(q @ sp_.A_t)   # each image as the weighted mean of its anchors' captions
         mean = sp_.A_t.mean(axis=0)
         pr = d.prompts[v.templates].reshape(-1, d.prompts[v.templates].shape[2])
-        s = methods.unit_rows(tq - mean) @ methods.unit_rows(methods.unit_rows(pr) - mean).T
+        s = tf.unit_rows(tq - mean) @ tf.unit_rows(tf.unit_rows(pr) - mean).T
     elif v.extra == "second_hop":
         hop = rel_from(sp_.tops["anchor_img_hop"], 100, 1.0)   # relative vectors of the anchor images
         s = np.asarray(q @ np.asarray((hop @ cand.T).todense()))

@@ -22,9 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import prune  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.config import AsifParams  # noqa: E402
+from asif_vdb import (
+    AsifClient,  # noqa: E402
+    AsifParams,  # noqa: E402
+)
+from asif_vdb.workflows import prune  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import RESULTS, Stages, finish  # noqa: E402
 
@@ -65,7 +67,7 @@ def main() -> None:
             full_cal = accuracy(client, queries[cal], cifar_labels[cal])
         print(f"  full store: {total} anchors, accuracy {full_eval:.4f} (eval), {full_cal:.4f} (calibration)")
         with stages("importance"):
-            importance = prune.anchor_importance(client.index, client.label_set("cifar10"), queries[cal],
+            importance = prune.anchor_importance(client.engine, client.label_set("cifar10"), queries[cal],
                                                  cifar_labels[cal], method="margin")
         rng = np.random.default_rng(args.seed)
         random_importance = rng.random(len(importance))
@@ -74,7 +76,7 @@ def main() -> None:
             for keep in sizes:
                 t = time.perf_counter()
                 out = Path(tmp) / f"{name}-{keep}"
-                report = prune.prune_store(client, "cifar10", keep, out, importance=imp)
+                report = client.prune("cifar10", keep, out, importance=imp)
                 prune_s = time.perf_counter() - t
                 with AsifClient(out) as small:
                     acc = accuracy(small, eval_vecs, eval_labels)

@@ -22,10 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file or with -m
 
-from asif_vdb import metrics, relative  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.config import AsifParams  # noqa: E402
-from asif_vdb.evaluate import store_retrieval  # noqa: E402
+from asif_vdb import (
+    AsifClient,  # noqa: E402
+    AsifParams,  # noqa: E402
+)
+from asif_vdb.maths import metrics, relative  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 from benchmarks.datasets import embeddings, load_flickr8k  # noqa: E402
 
@@ -75,8 +76,8 @@ def main() -> dict:
             t_insert = time.perf_counter() - t0
             assert client.count() == len(a_img)
             t0 = time.perf_counter()
-            store = store_retrieval(client, g_img, g_txt, owner, queries, list(range(len(g_img))), ks=KS,
-                                    name="flickr8k-test")
+            store = client.evaluate_retrieval_embeddings(g_img, g_txt, owner, queries, list(range(len(g_img))),
+                                                         ks=KS, name="flickr8k-test")
             t_store = time.perf_counter() - t0
         tag = f"p{p:g}"
         for key in dense:

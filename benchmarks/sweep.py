@@ -20,9 +20,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file or with -m
 
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.evaluate import plot_sweep, sweep_classification  # noqa: E402
-from asif_vdb.labels import prompts  # noqa: E402
+from asif_vdb import AsifClient  # noqa: E402
+from asif_vdb.features.label_sets import prompts  # noqa: E402
+from asif_vdb.workflows.evaluate import plot_sweep, sweep_classification  # noqa: E402
 from benchmarks.common import RESULTS, finish  # noqa: E402
 from benchmarks.datasets import CIFAR_CLASSES, embeddings, load_cifar10, load_flickr8k  # noqa: E402
 

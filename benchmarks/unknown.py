@@ -26,11 +26,14 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import calibrate as cal  # noqa: E402
-from asif_vdb import labels, relative  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.config import AsifParams  # noqa: E402
-from asif_vdb.explain import render_html  # noqa: E402
+from asif_vdb import (
+    AsifClient,  # noqa: E402
+    AsifParams,  # noqa: E402
+)
+from asif_vdb.features.label_sets import scores_and_coverage  # noqa: E402
+from asif_vdb.features.report import render_html  # noqa: E402
+from asif_vdb.maths import calibration as cal  # noqa: E402
+from asif_vdb.schema.results import Breakdown  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import RESULTS, Stages, finish  # noqa: E402
 
@@ -66,17 +69,16 @@ def ood_images(n: int, seed: int = 0) -> dict[str, list[Image.Image]]:
 def criteria(client: AsifClient, vectors: np.ndarray, batch: int = 500) -> dict[str, np.ndarray]:
     """Per query: the class scores and query-only "anchor coverage" statistics, from the same top-k
     anchor search the store does for classification."""
-    index = client.index
+    engine = client.engine
+    assert engine is not None
     info = client.label_set("cifar10")
-    p, k = index.config.params.p, index.config.params.k
+    k = engine.config.params.k
     out: dict[str, list[np.ndarray]] = {n: [] for n in ("scores", "coverage", "mean_topk", "mean_top10", "top1")}
     for s in range(0, len(vectors), batch):
-        vecs = index.check_vectors(vectors[s : s + batch], "image", "queries")
-        hits = index.anchor_topk(vecs, "image")
-        rel = relative.relative_vectors([h.ids for h in hits], [h.scores for h in hits], p, index.n_coords)
-        ranked = index.rank_candidates(rel, labels.set_key("cifar10"), info.n_candidates)
-        out["scores"].append(labels.class_scores(ranked, info))
-        out["coverage"].append(cal.coverage([h.scores for h in hits], k, p))  # the library's criterion
+        scores, cover = scores_and_coverage(engine, info, vectors[s : s + batch])  # classify's own path
+        out["scores"].append(scores)
+        out["coverage"].append(cover)  # the library's criterion
+        hits = engine.anchors.topk(vectors[s : s + batch], "image")
         sims = np.stack([np.pad(np.maximum(h.scores, 0), (0, k - len(h.scores))) for h in hits])
         out["mean_topk"].append(sims.mean(axis=1))
         out["mean_top10"].append(sims[:, :10].mean(axis=1))
@@ -95,7 +97,7 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[inside, outside]))
 
 
-def table_row(b: cal.Breakdown) -> dict[str, float]:
+def table_row(b: Breakdown) -> dict[str, float]:
     return {"right": round(b.right, 4), "unknown": round(b.unknown, 4), "wrong": round(b.wrong, 4),
             "answered_accuracy": round(b.answered_accuracy, 4)}
 
@@ -143,7 +145,7 @@ def main() -> None:
                 cal.breakdown(c["best"][calib], correct[calib], t)),
                 **table_row(cal.breakdown(c["best"][held], correct[held], t))}
         # The stored path: calibrate through the client on the calibration images' embeddings.
-        stored = cal.calibrate(client, "cifar10", embeddings=emb["cifar_images"][calib],
+        stored = client.calibrate("cifar10", embeddings=emb["cifar_images"][calib],
                                truth=cifar_labels[calib], max_wrong=0.3)
         assert abs(stored.threshold - thresholds["max_wrong_0.3"]) < 1e-6
         res = client.classify_embeddings(emb["cifar_images"][held], "cifar10", top=1)
@@ -171,7 +173,7 @@ def main() -> None:
             answered_half[v] = round(cal.breakdown(inside, correct[held], t_half).answered_accuracy, 4)
 
         # The product path: both criteria calibrated and stored, applied by classify.
-        cov_report = cal.calibrate(client, "cifar10", embeddings=emb["cifar_images"][calib],
+        cov_report = client.calibrate("cifar10", embeddings=emb["cifar_images"][calib],
                                    truth=cifar_labels[calib], criterion="coverage", max_unknown=0.05)
         both = client.classify_embeddings(emb["cifar_images"][held], "cifar10", top=1)
         both_unknown = np.array([r.unknown for r in both])

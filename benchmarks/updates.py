@@ -35,9 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import refresh  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.index import CANDIDATES  # noqa: E402
+from asif_vdb import AsifClient  # noqa: E402
+from asif_vdb.maths.anchor_lists import rel_matrix  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import Stages, finish  # noqa: E402
 
@@ -65,7 +64,8 @@ def stored_candidates(client: AsifClient) -> dict[str, tuple[np.ndarray, np.ndar
     out = {}
     empty = (np.zeros(0, np.int64), np.zeros(0, np.float32))
     for m in ("image", "text"):
-        rows = refresh.stored(client.index, m)
+        assert client.engine is not None
+        rows = client.engine.lists.stored(m)
         out[m] = (np.asarray([r[0] for r in rows]), np.stack([r[1] for r in rows]),
                   [r[3] if r[3] is not None else empty for r in rows])
     return out
@@ -74,13 +74,15 @@ def stored_candidates(client: AsifClient) -> dict[str, tuple[np.ndarray, np.ndar
 def rebuild(client: AsifClient) -> tuple[float, float, int]:
     """Recompute and rewrite every candidate from scratch; returns (seconds, max abs difference of the
     stored vectors from the rebuilt ones, candidates)."""
-    index = client.index
+    engine = client.engine
+    assert engine is not None
+    params = engine.config.params
     stored = stored_candidates(client)
     worst, n = 0.0, 0
     t0 = time.perf_counter()
     for m, (ids, vecs, rel) in stored.items():
-        lists = refresh.search_lists(index, vecs, m)
-        fresh = refresh.rel_matrix(lists, index.config.params.k, index.config.params.p, index.n_coords).tocsr()
+        lists = engine.lists.search_lists(vecs, m)
+        fresh = rel_matrix(lists, params.k, params.p, engine.state.n_coords).tocsr()
         for row, (idx, vals) in enumerate(rel):  # the comparison is not timed
             t_cmp = time.perf_counter()
             want = np.zeros(fresh.shape[1], np.float32)
@@ -88,7 +90,7 @@ def rebuild(client: AsifClient) -> tuple[float, float, int]:
             want[np.asarray(idx, np.int64)] -= np.asarray(vals, np.float32)
             worst = max(worst, float(np.abs(want).max(initial=0.0)))
             t0 += time.perf_counter() - t_cmp
-        refresh.write(index, ids, lists)
+        engine.derived.write(ids.tolist(), lists)
         n += len(ids)
     return time.perf_counter() - t0, worst, n
 
@@ -104,14 +106,7 @@ def build(client: AsifClient, f8k, emb, train, classes, gallery_names, gal_rows,
         client.create_label_set("words", classes, "imagenet7")
     with stages("create_gallery"):
         payloads = [{"ref": n} for n in gallery_names]
-        if hasattr(client, "index_gallery_embeddings"):
-            client.index_gallery_embeddings("bench", emb["flickr_images"][gal_rows], "image", payloads)
-        else:  # galleries not in the client: store the candidates directly
-            index = client.index
-            first = index.allocate_candidates(len(gal_rows))
-            index.put_candidates("gallery:bench", list(range(first, first + len(gal_rows))),
-                                 emb["flickr_images"][gal_rows], "image", payloads)
-            index.save()
+        client.index_gallery_embeddings("bench", emb["flickr_images"][gal_rows], "image", payloads)
 
 
 def main() -> None:
@@ -144,7 +139,8 @@ def main() -> None:
             client.close()
             shutil.copytree(built, path)
             client = AsifClient(path)
-        n_candidates = client.backend.count(CANDIDATES)
+        n_candidates = sum(len(client.label_set(n).classes) * len(client.label_set(n).templates)
+                           for n in client.label_sets()) + sum(client.gallery(g).size for g in client.galleries())
         anchors_before = client.count()
 
         # Added anchors: the first caption of n images outside train and outside the gallery.

@@ -19,8 +19,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.config import AsifParams  # noqa: E402
+from asif_vdb import (
+    AsifClient,  # noqa: E402
+    AsifParams,  # noqa: E402
+)
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import Stages, finish  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Zero-shot CIFAR-10 and Flickr8k retrieval through the store with the methods chosen by
-benchmarks/methods_search.py (asif_vdb.methods.RECOMMENDED), against plain ASIF in the same run.
+benchmarks/methods_search.py (asif_vdb.RECOMMENDED), against plain ASIF in the same run.
 
     python benchmarks/zero_shot_methods.py [--no-baseline]
 
@@ -24,9 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from asif_vdb import methods, metrics  # noqa: E402
-from asif_vdb.client import AsifClient  # noqa: E402
-from asif_vdb.config import AsifParams  # noqa: E402
+from asif_vdb import (
+    RECOMMENDED,  # noqa: E402
+    AsifClient,  # noqa: E402
+    AsifParams,  # noqa: E402
+)
+from asif_vdb.maths import metrics  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 
@@ -103,7 +106,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--no-baseline", action="store_true", help="skip the plain-ASIF store")
     args = ap.parse_args()
-    rec = methods.RECOMMENDED
+    rec = RECOMMENDED
     f8k = datasets.load_flickr8k()
     _, labels = datasets.load_cifar10()
     calib = datasets.cifar_calibration_mask(labels)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from asif_vdb.encoders.images import MAX_IMAGE_PIXELS
-from asif_vdb.errors import InputError
+from asif_vdb import MAX_IMAGE_PIXELS, InputError
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class IngestConfig:
     min_side: int = 8  # smaller images (1x1 tracking pixels, placeholders) carry no content
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused as decompression bombs
     progress: bool = True
+    encoding: str = "utf-8-sig"  # of CSV/TSV/JSONL tables; an undecodable row is skipped and reported
 
     def check(self) -> IngestConfig:
         """Raise InputError naming the first bad setting; returns self for chaining."""
@@ -50,6 +50,10 @@ class IngestConfig:
         if self.max_pixels > MAX_IMAGE_PIXELS:
             raise InputError(
                 f"ingest: max_pixels cannot exceed the decoder's limit {MAX_IMAGE_PIXELS}")
+        try:
+            "".encode(self.encoding)
+        except LookupError:
+            raise InputError(f"ingest: unknown text encoding {self.encoding!r}") from None
         if self.report is not None:
             folder = os.path.dirname(os.path.abspath(self.report))
             if not os.path.isdir(folder):

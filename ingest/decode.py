@@ -13,8 +13,7 @@ from typing import Any
 
 from PIL import Image
 
-from asif_vdb.encoders.images import load_image
-from asif_vdb.errors import InputError
+from asif_vdb import InputError, load_image
 
 
 @dataclass(frozen=True)

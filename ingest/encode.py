@@ -62,9 +62,7 @@ class ComputePool:
         self.streams, self.threads, self.inline = streams, threads, inline
         self._previous = current_torch_threads() if threads is not None else None
         self.pool = None if inline else ThreadPoolExecutor(
-            max_workers=streams, thread_name_prefix="ingest-encode",
-            initializer=set_torch_threads if threads is not None else None,
-            initargs=(threads,) if threads is not None else ())
+            max_workers=streams, thread_name_prefix="ingest-encode", initializer=_thread_setup(threads))
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         if self.pool is None:
@@ -129,9 +127,7 @@ class ImageStage:
                 compute = self._compute()
             self.window = self.batch * max(self.prefetch_batches, compute.streams + 1)
             self.pool = ThreadPoolExecutor(
-                max_workers=self.workers, thread_name_prefix="ingest-decode",
-                initializer=set_torch_threads if compute.threads is not None else None,
-                initargs=(compute.threads,) if compute.threads is not None else ())
+                max_workers=self.workers, thread_name_prefix="ingest-decode", initializer=_thread_setup(compute.threads))
         return self.pool
 
     def _decode(self, data: bytes, ref: str) -> Any:
@@ -320,3 +316,11 @@ def set_torch_threads(n: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def _thread_setup(threads: int | None) -> Callable[[], None] | None:
+    """A pool thread's initializer that sets its torch threads (None: leave them as they are)."""
+    if threads is None:
+        return None
+    n = threads
+    return lambda: set_torch_threads(n)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from asif_vdb.errors import InputError
+from asif_vdb import InputError
 
 from .config import IngestConfig
 from .decode import DecodeFailure, Decoder
@@ -178,7 +178,7 @@ class Pipeline:
         existing: dict[str, int] = {}
         if store_had_pairs and batch.pairs:
             with self.times.time("lookup"):
-                existing = self.client.index.existing_hashes([p.hash for p in batch.pairs])
+                existing = self.client.stored_pairs([p.hash for p in batch.pairs])
         new: list[Pair] = []
         for p in batch.pairs:
             key = bytes.fromhex(p.hash)[:16]
@@ -274,7 +274,7 @@ class Pipeline:
 
         def create() -> None:
             try:
-                self.client.index  # noqa: B018 - the property creates the collections and config
+                self.client.create_store()
             except BaseException as e:  # re-raised by the first write
                 errors.append(e)
 
@@ -312,11 +312,9 @@ class Pipeline:
             store_had_pairs = self.client.count() > 0
             if not cfg.dry_run and self.client.info().get("new"):
                 self._create_store()
-            repair = getattr(self.client, "last_repair", None) or {}
-            if any(repair.values()):
-                done, undone = len(repair.get("completed", [])), len(repair.get("rolled_back", []))
-                self.report.note(str(self.client.backend.location), "repaired_at_open",
-                                 f"completed {done}, rolled back {undone} half-written pairs")
+            repair = self.client.last_repair
+            if repair.anything:
+                self.report.note(self.client.location, "repaired_at_open", repair.describe())
         handoff: queue.Queue[Any] = queue.Queue(maxsize=4)
         stop = threading.Event()
         thread = threading.Thread(target=_reader, name="ingest-read", daemon=True,
@@ -393,7 +391,7 @@ def open_input(config: IngestConfig) -> tuple[str, Reader]:
         fmt = config.format or detect_format(config.input)
         return fmt, open_reader(config.input, format=fmt, image_column=config.image_column,
                                 caption_column=config.caption_column, images_dir=config.images_dir,
-                                source=config.source)
+                                source=config.source, encoding=config.encoding)
     except ValueError as e:
         raise InputError(f"ingest: {e}") from e
 
@@ -405,7 +403,7 @@ def run_ingest(client: Any, config: IngestConfig) -> IngestSummary:
     return Pipeline(client, config).run()
 
 
-def default_report_path(store: str | os.PathLike | None) -> str:
+def default_report_path(store: str | os.PathLike[str] | None) -> str:
     """`<store>.ingest-report.jsonl` next to an embedded store, else in the working directory."""
     if store is None:
         return os.path.abspath("asif-ingest-report.jsonl")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from asif_vdb.client import pair_hash
+from asif_vdb import pair_hash
 
 from .sample import Sample, Skipped
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 
+from asif_vdb import RESERVED_PAYLOAD_KEYS
+
 from .prepare import Pair
 
 #: Payload fields the pipeline sets; a meta key of the same name is kept as `meta_<key>`.
-CORE_FIELDS = frozenset({"image", "caption", "source", "key", "hash", "ok", "set", "tf"})
+CORE_FIELDS = frozenset({"image", "caption", "source", "key"}) | RESERVED_PAYLOAD_KEYS
 
 
 def json_safe(value: Any) -> Any:

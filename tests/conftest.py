@@ -1,17 +1,20 @@
-"""Shared fixtures: real small models loaded once per session, small data made by the tests."""
+"""Fixtures: real small data made by the tests, loaded once per session (helpers live in helpers.py)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # so that tests import helpers.py
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+from helpers import SHARED, build_shapes_store  # noqa: E402
+
+from asif_vdb.workflows.demo import make_demo_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,33 +24,26 @@ def shared_datasets() -> Path:
     return SHARED
 
 
-def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
 @pytest.fixture(scope="session")
 def demo_data(tmp_path_factory: pytest.TempPathFactory):
     """The demo's drawn anchors (162 pairs) and 9 held-out queries, made once."""
-    from asif_vdb.demo import make_demo_data
-
     folder = tmp_path_factory.mktemp("demo")
-    table, queries = make_demo_data(folder)
-    return table, queries
+    return make_demo_data(folder)
 
 
-def build_shapes_store(folder: Path, k: int = 10):
-    """A tiny embedded store of the demo's drawn shapes (54 real pairs) with a 'shapes' label set.
-    Returns (store path, held-out (query, shape) pairs, anchor (image, caption) pairs)."""
-    from asif_vdb.client import AsifClient
-    from asif_vdb.config import AsifParams
-    from asif_vdb.demo import SHAPES, make_demo_data
-    from asif_vdb.minimal_ingest import read_pairs
+@pytest.fixture(scope="session")
+def shapes_store(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny store of 54 drawn shape pairs with a 'shapes' label set, built once: copy it before
+    changing it (``store_copy``)."""
+    return build_shapes_store(tmp_path_factory.mktemp("shapes"))
 
-    table, queries = make_demo_data(folder / "data", per_combo=1)
-    pairs = read_pairs(table)
-    store = folder / "store"
-    with AsifClient(store, params=AsifParams(k=k, p=1.0)) as client:
-        client.add_anchors([p for p, _ in pairs], [c for _, c in pairs], source="shapes")
-        client.create_label_set("shapes", list(SHAPES), templates=["a {} on a background."])
-    return store, queries, pairs
+
+@pytest.fixture
+def store_copy(shapes_store, tmp_path: Path):
+    """A private copy of the shapes store: (store path, queries, anchor pairs)."""
+    import shutil
+
+    store, queries, pairs = shapes_store
+    copy = tmp_path / "store"
+    shutil.copytree(store, copy)
+    return copy, queries, pairs

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import open_store, run_cli, unit_rows
 
-from asif_vdb import calibrate as cal
-from asif_vdb.cli import main
-from asif_vdb.config import AsifParams
-from asif_vdb.errors import InputError
-from tests.backends import open_store
-from tests.conftest import build_shapes_store, unit_rows
+from asif_vdb import AsifClient, AsifParams, InputError
+from asif_vdb.features.label_sets import scores_and_coverage
+from asif_vdb.maths import calibration as cal
+from asif_vdb.workflows.demo import SHAPES, draw
+from ingest.readers.datasets import labelled_folder
 
 BEST = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
 RIGHT = [True, True, False, True, False, False]
@@ -91,30 +91,30 @@ def test_pick_threshold_is_the_best_feasible_split(seed: int) -> None:
     assert b.wrong <= limit * (b.right + b.wrong) + 1e-12
 
 
-def test_read_image_folder_with_and_without_class_map(tmp_path) -> None:
+def test_labelled_folder_with_and_without_class_map(tmp_path) -> None:
+    """The labelled images ``asif calibrate --data`` reads (ingest.readers.datasets.labelled_folder)."""
     for folder, n in (("cat", 2), ("dog", 3)):
         (tmp_path / "data" / folder).mkdir(parents=True)
         for i in range(n):
             (tmp_path / "data" / folder / f"{i}.jpg").write_bytes(b"x")
         (tmp_path / "data" / folder / "notes.txt").write_text("not an image")
-    paths, labels = cal.read_image_folder(tmp_path / "data", ["dog", "cat"])
-    assert len(paths) == 5 and labels.tolist() == [1, 1, 0, 0, 0]
+    found = labelled_folder(tmp_path / "data", ["dog", "cat"])
+    assert [p.relative_to(tmp_path / "data").as_posix() for p in found.paths] == \
+        ["cat/0.jpg", "cat/1.jpg", "dog/0.jpg", "dog/1.jpg", "dog/2.jpg"]
+    assert found.labels.tolist() == [1, 1, 0, 0, 0] and found.classes == ["dog", "cat"]
     with pytest.raises(InputError, match="folder\\(s\\) cat, dog match no class"):
-        cal.read_image_folder(tmp_path / "data", ["kitten", "puppy"])
+        labelled_folder(tmp_path / "data", ["kitten", "puppy"])
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"cat": "kitten", "dog": "puppy"}))
-    _, labels = cal.read_image_folder(tmp_path / "data", ["kitten", "puppy"], mapping)
-    assert labels.tolist() == [0, 0, 1, 1, 1]
+    assert labelled_folder(tmp_path / "data", ["kitten", "puppy"], mapping).labels.tolist() == [0, 0, 1, 1, 1]
     with pytest.raises(InputError, match="not a folder"):
-        cal.read_image_folder(tmp_path / "missing", ["cat"])
+        labelled_folder(tmp_path / "missing", ["cat"])
 
 
 CLASSES = ["dog", "cat", "car", "tree", "boat"]
 
 
 def test_client_calibration_is_stored_and_applied(tmp_path) -> None:
-    from asif_vdb.client import AsifClient
-
     rng = np.random.default_rng(0)
     img, txt = unit_rows(rng, 120, 1280), unit_rows(rng, 120, 384)
     queries = unit_rows(rng, 60, 1280)
@@ -127,15 +127,15 @@ def test_client_calibration_is_stored_and_applied(tmp_path) -> None:
         high = np.argsort(-scores.max(axis=1))[:30]
         truth = (pred + 1) % len(CLASSES)
         truth[high] = pred[high]
-        report = cal.calibrate(client, "things", embeddings=queries, truth=truth, max_wrong=0.1)
+        report = client.calibrate("things", embeddings=queries, truth=truth, max_wrong=0.1)
         want = cal.pick_threshold(scores.max(axis=1), pred == truth, max_wrong=0.1)
         assert report.threshold == pytest.approx(want) and report.saved
         assert report.with_threshold.wrong <= 0.1 * (report.with_threshold.right + report.with_threshold.wrong)
         assert report.without.right == pytest.approx(0.5)
-        dry = cal.calibrate(client, "things", embeddings=queries, truth=truth, max_wrong=0.5, save=False)
+        dry = client.calibrate("things", embeddings=queries, truth=truth, max_wrong=0.5, save=False)
         assert not dry.saved and client.label_set("things").threshold == pytest.approx(want)
         with pytest.raises(InputError, match="class indices"):
-            cal.calibrate(client, "things", embeddings=queries, truth=np.full(60, 7), max_wrong=0.1)
+            client.calibrate("things", embeddings=queries, truth=np.full(60, 7), max_wrong=0.1)
     with AsifClient(tmp_path / "store") as client:  # stored with the data
         assert client.label_set("things").threshold == pytest.approx(want)
         results = client.classify_embeddings(queries, "things", top=1)
@@ -147,12 +147,12 @@ def test_client_calibration_is_stored_and_applied(tmp_path) -> None:
 
 # -- the command ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory):
-    """A tiny embedded store of drawn shapes and an ImageFolder of other drawn shapes."""
-    from asif_vdb.demo import SHAPES, draw
-
-    folder = tmp_path_factory.mktemp("shapes")
-    store, _, _ = build_shapes_store(folder)
+def shapes(shapes_store, tmp_path_factory):
+    """A copy of the tiny embedded store of drawn shapes (this module's tests write thresholds into
+    it) and an ImageFolder of other drawn shapes."""
+    folder = tmp_path_factory.mktemp("calibrate")
+    store = folder / "store"
+    shutil.copytree(shapes_store[0], store)
     rng = random.Random(5)
     data = folder / "labelled"
     for shape in SHAPES:
@@ -164,42 +164,46 @@ def shapes(tmp_path_factory):
 
 
 def test_cli_calibrate_end_to_end(shapes, tmp_path) -> None:
-    from asif_vdb.client import AsifClient
-
     store, data = shapes
-    dry = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data", str(data),
-                                    "--max-unknown", "0.5", "--dry-run"])
+    dry = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", data, "--max-unknown", "0.5",
+                  "--dry-run")
     assert dry.exit_code == 0, dry.output
-    assert "no threshold" in dry.output and "with threshold" in dry.output and "dry run" in dry.output
+    assert "no threshold" in dry.stdout and "with threshold" in dry.stdout and "dry run" in dry.stdout
     with AsifClient(store) as client:
         assert client.label_set("shapes").threshold is None
-        paths, truth = cal.read_image_folder(data, client.label_set("shapes").classes)
+        folder = labelled_folder(data, client.label_set("shapes").classes)
+        paths, truth = folder.paths, folder.labels
         scores = client.class_scores(client.encode_images(paths), "shapes")
-    want = cal.pick_threshold(scores.max(axis=1), scores.argmax(axis=1) == truth, max_unknown=0.5)
+    best, correct = scores.max(axis=1), scores.argmax(axis=1) == truth
+    want = cal.pick_threshold(best, correct, max_unknown=0.5)
     assert want > 0
 
-    result = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data",
-                                       str(data), "--max-unknown", "0.5", "--json"])
+    result = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", data, "--max-unknown", "0.5",
+                     "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output.strip().splitlines()[-1])
+    report = json.loads(result.stdout)
     assert report["threshold"] == pytest.approx(want) and report["saved"]
     assert report["with_threshold"]["unknown"] <= 0.5
     parts = report["with_threshold"]
     assert parts["right"] + parts["unknown"] + parts["wrong"] == pytest.approx(1.0)
+    for key, b in (("without", cal.breakdown(best, correct, None)), ("with_threshold", cal.breakdown(best, correct, want))):
+        assert report[key] == pytest.approx(b.to_dict())  # the breakdowns of these scores
 
     images = [str(p) for p in paths]
-    with_t = CliRunner().invoke(main, ["classify", "--store", str(store), "--labels", "shapes", "--json", *images])
-    without = CliRunner().invoke(main, ["classify", "--store", str(store), "--labels", "shapes", "--json",
-                                        "--no-threshold", *images])
-    unknown = [json.loads(line)["unknown"] for line in with_t.output.strip().splitlines()]
+    with_t = run_cli("classify", "--store", store, "--labels", "shapes", "--json", *images)
+    without = run_cli("classify", "--store", store, "--labels", "shapes", "--json", "--no-threshold", *images)
+    assert with_t.exit_code == 0 and without.exit_code == 0, with_t.output + without.output
+    unknown = [json.loads(line)["unknown"] for line in with_t.stdout.strip().splitlines()]
     assert unknown == (scores.max(axis=1) < want).tolist() and any(unknown)
-    assert not any(json.loads(line)["unknown"] for line in without.output.strip().splitlines())
+    flags = [json.loads(line)["unknown"] for line in without.stdout.strip().splitlines()]
+    assert flags == [False] * len(images)
 
-    default = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data",
-                                        str(data), "--criterion", "coverage", "--dry-run"])
-    assert default.exit_code == 0 and "coverage threshold" in default.output and "max_unknown 0.05" in default.output
-    cov = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data", str(data),
-                                    "--criterion", "coverage", "--max-unknown", "0.2"])
+    default = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", data, "--criterion", "coverage",
+                      "--dry-run")
+    assert default.exit_code == 0, default.output
+    assert "coverage threshold" in default.stdout and "max_unknown 0.05" in default.stdout
+    cov = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", data, "--criterion", "coverage",
+                  "--max-unknown", "0.2")
     assert cov.exit_code == 0, cov.output
     with AsifClient(store) as client:
         info = client.label_set("shapes")
@@ -208,24 +212,21 @@ def test_cli_calibrate_end_to_end(shapes, tmp_path) -> None:
 
 
 def test_cli_calibrate_class_map_and_errors(shapes, tmp_path) -> None:
-    import shutil
-
     store, data = shapes
     renamed = tmp_path / "renamed"
     for folder in data.iterdir():
         shutil.copytree(folder, renamed / f"x_{folder.name}")
-    bad = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data", str(renamed),
-                                    "--dry-run"])
-    assert bad.exit_code == 2 and "match no class of the label set" in bad.output
+    bad = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", renamed, "--dry-run")
+    assert bad.exit_code == 2 and "match no class of the label set" in bad.stderr
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({f"x_{f.name}": f.name for f in data.iterdir()}))
-    ok = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data", str(renamed),
-                                   "--class-map", str(mapping), "--max-wrong", "1.0", "--dry-run", "--json"])
+    ok = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", renamed, "--class-map", mapping,
+                 "--max-wrong", "1.0", "--dry-run", "--json")
     assert ok.exit_code == 0, ok.output
-    assert json.loads(ok.output.strip().splitlines()[-1])["threshold"] == 0.0
-    both = CliRunner().invoke(main, ["calibrate", "--store", str(store), "--labels", "shapes", "--data", str(data),
-                                     "--max-wrong", "0.1", "--max-unknown", "0.1"])
-    assert both.exit_code == 2 and "give one of" in both.output
+    assert json.loads(ok.stdout)["threshold"] == 0.0
+    both = run_cli("calibrate", "--store", store, "--labels", "shapes", "--data", data, "--max-wrong", "0.1",
+                   "--max-unknown", "0.1")
+    assert both.exit_code == 2 and "give one of --max-wrong, --target-accuracy, --max-unknown" in both.stderr
 
 
 def test_coverage_is_the_norm_before_normalisation_over_sqrt_k() -> None:
@@ -250,17 +251,18 @@ def test_coverage_criterion_is_stored_apart_and_applied(tmp_path) -> None:
     with open_store("memory", tmp_path, params=AsifParams(k=10, p=1.0)) as client:
         client.add_anchor_embeddings(img, txt, [{"caption": f"pair {i}"} for i in range(100)])
         client.create_label_set("things", CLASSES, ["a photo of a {}."])
-        info = client.label_set("things")
-        scores, cover = cal.scores_and_coverage(client.index, info, queries)
+        scores, cover = scores_and_coverage(client.engine, client.label_set("things"), queries)
         np.testing.assert_allclose(scores, client.class_scores(queries, "things"), atol=1e-6)
-        hits = client.index.anchor_topk(queries, "image")
+        hits = client.engine.anchors.topk(queries, "image")
         np.testing.assert_allclose(cover, cal.coverage([h.scores for h in hits], 10, 1.0), rtol=1e-5)
         assert cover[:20].min() > cover[20:].max()  # anchors cover the near queries better
         truth = scores.argmax(axis=1)
-        info.threshold = 1e-9  # a score threshold calibrated before stays as it is
-        report = cal.calibrate(client, "things", embeddings=queries, truth=truth, criterion="coverage",
-                               max_unknown=0.5)
+        # a score threshold calibrated before (stored with the label set) stays as it is
+        client.engine.config.label_sets["things"].threshold = 1e-9
+        client.engine.state.save()
+        report = client.calibrate("things", embeddings=queries, truth=truth, criterion="coverage", max_unknown=0.5)
         assert report.criterion == "coverage" and cover[20:].max() < report.threshold < cover[:20].min()
+        info = client.label_set("things")
         assert info.coverage_threshold == report.threshold and info.threshold == 1e-9
         results = client.classify_embeddings(queries, "things", top=2)
         assert [r.unknown for r in results] == [False] * 20 + [True] * 20
@@ -270,4 +272,5 @@ def test_coverage_criterion_is_stored_apart_and_applied(tmp_path) -> None:
         assert ex.to_dict()["coverage_threshold"] == report.threshold
         assert not client.explain_embedding(queries[5], "things", top=1).unknown
         with pytest.raises(InputError, match="criterion"):
-            cal.calibrate(client, "things", embeddings=queries, truth=truth, criterion="norm", max_unknown=0.5)
+            client.calibrate("things", embeddings=queries, truth=truth, criterion="norm",  # type: ignore[arg-type]
+                             max_unknown=0.5)

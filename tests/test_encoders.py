@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from asif_vdb.client import get_encoder
-from asif_vdb.config import EncoderSpec
-from asif_vdb.encoders import parse_spec
-from asif_vdb.encoders.images import load_image
+from asif_vdb import EncoderSpec, load_image
+from asif_vdb.encoders import build_encoder, get_encoder, parse_spec
 from asif_vdb.errors import AsifError, InputError
 
 
@@ -78,7 +76,8 @@ def test_text_encoder_identity_and_output(text_encoder) -> None:
 @pytest.mark.parametrize("mode", ["L", "CMYK", "P", "RGBA", "LA", "I;16"])
 def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
     img = Image.new("RGB", (9, 7), (200, 30, 30)).convert(mode) if mode != "I;16" else Image.new(mode, (9, 7))
-    assert load_image(img).mode == "RGB"
+    out = load_image(img)
+    assert (out.mode, out.size) == ("RGB", (9, 7))
 
 
 @pytest.mark.parametrize(
@@ -95,14 +94,16 @@ def test_bad_images_are_named(bad, match: str) -> None:
         load_image(bad)
 
 
-def test_decompression_bomb_is_refused(tmp_path, monkeypatch) -> None:
-    from asif_vdb.encoders import images
-
+def test_decompression_bomb_is_refused(tmp_path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (300, 300)).save(path)
-    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 10_000)
     with pytest.raises(InputError, match="big.png.*decompression bomb"):
-        load_image(path)
+        load_image(path, max_pixels=10_000)
+    with pytest.raises(InputError, match="bytes of image data.*decompression bomb"):
+        load_image(path.read_bytes(), max_pixels=10_000)
+    # the limit is the parameter: the same image under the default limit (or a limit it fits) loads
+    assert load_image(path).size == (300, 300)
+    assert load_image(path, max_pixels=90_000).size == (300, 300)
 
 
 @pytest.mark.parametrize(
@@ -121,8 +122,6 @@ def test_parse_spec(text: str, modality: str, expected: tuple) -> None:
 
 
 def test_unknown_timm_model_and_missing_weights_fail_clearly() -> None:
-    from asif_vdb.encoders import build_encoder
-
     with pytest.raises(AsifError, match="no_such_model"):
         build_encoder(EncoderSpec(family="timm", name="no_such_model", weights="/nonexistent.pth"))
     with pytest.raises(InputError, match="weights file not found: /nonexistent.pth"):

@@ -6,22 +6,21 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import open_store, run_cli, unit_rows
 from PIL import Image
 
-from asif_vdb import relative
-from asif_vdb.cli import main
-from asif_vdb.config import AsifParams
-from asif_vdb.explain import render_html
-from tests.backends import open_store
-from tests.conftest import build_shapes_store, unit_rows
+from asif_vdb import AsifClient, AsifParams
+from asif_vdb.engine.layout import ANCHORS
+from asif_vdb.features.explain import explain_gallery
+from asif_vdb.features.galleries import resolve
+from asif_vdb.features.report import render_html
+from asif_vdb.maths import relative
 
 CLASSES = ["dog", "cat", "car", "tree", "boat"]
 TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
@@ -121,7 +120,7 @@ def test_deleted_anchor_never_appears(tmp_path) -> None:
         assert shown and not (shown & gone)
         for a in after.answers:
             assert sum(s.share for s in a.anchors) == pytest.approx(a.score, abs=1e-5)
-            assert all(s.caption for s in a.anchors)  # every shown anchor still has its payload
+            assert [s.caption for s in a.anchors] == [f"pair {s.anchor_id}" for s in a.anchors]  # payloads read
 
 
 # -- the HTML report --------------------------------------------------------------------------------
@@ -245,56 +244,54 @@ def test_report_renders_in_headless_chromium(report_case, tmp_path) -> None:
 
 
 # -- the command ------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def shapes_store(tmp_path_factory):
-    """A tiny embedded store of drawn shapes (54 real image-caption pairs) and a label set."""
-    return build_shapes_store(tmp_path_factory.mktemp("shapes"))
-
-
 def test_cli_explain_end_to_end(shapes_store, tmp_path) -> None:
     store, queries, pairs = shapes_store
     query, truth = queries[0]
     out = tmp_path / "report" / "explain.html"
-    result = CliRunner().invoke(main, ["explain", "--store", str(store), str(query), "--labels", "shapes",
-                                       "--top", "2", "--anchors", "3", "--html", str(out)])
+    result = run_cli("explain", "--store", store, query, "--labels", "shapes", "--top", "2", "--anchors", "3",
+                     "--html", out)
     assert result.exit_code == 0, result.output
-    assert "nearest anchors of the query" in result.output and f"report written to {out}" in result.output
+    assert "nearest anchors of the query" in result.stdout and f"report written to {out}" in result.stdout
+    with AsifClient(store) as client:  # the same explanation through the client
+        ex = client.explain(query, "shapes", top=2, anchors=3)
     parser = parse_report(out.read_text(encoding="utf-8"))
-    assert 1 + 2 * 1 <= len(parser.images) <= 1 + 2 * 3 + 5
+    # the query, then every shown anchor of each answer and the 5 nearest anchors (all images on disk)
+    assert len(ex.answers) == 2 and len(ex.neighbours) == 5
+    assert [alt for _, alt in parser.images] == ["query"] + [s.caption for a in ex.answers for s in a.anchors] \
+        + [n.caption for n in ex.neighbours]
     for src, _ in parser.images:
         decode_data_uri(src)
     captions = {c for _, c in pairs}
     assert {alt for _, alt in parser.images[1:]} <= captions
 
-    as_json = CliRunner().invoke(main, ["explain", "--store", str(store), str(query), "--labels", "shapes",
-                                        "--json"])
+    as_json = run_cli("explain", "--store", store, query, "--labels", "shapes", "--json")
     assert as_json.exit_code == 0, as_json.output
-    data = json.loads(as_json.output.strip().splitlines()[-1])
+    data = json.loads(as_json.stdout)
     assert len(data["answers"]) == 3 and data["answers"][0]["anchors"][0]["caption"] in captions
+    assert [a["label"] for a in data["answers"][:2]] == [a.label for a in ex.answers]
     for a in data["answers"]:
         assert sum(s["share"] for s in a["anchors"]) + a["rest"] == pytest.approx(a["score"], abs=1e-5)
 
 
 def test_cli_explain_reports_bad_input_in_one_line(shapes_store, tmp_path) -> None:
     store, queries, _ = shapes_store
-    missing = CliRunner().invoke(main, ["explain", "--store", str(store), str(tmp_path / "nope.png"),
-                                        "--labels", "shapes"])
-    assert missing.exit_code == 2 and "image file not found" in missing.output
-    no_set = CliRunner().invoke(main, ["explain", "--store", str(store), str(queries[0][0]), "--labels", "zzz"])
-    assert no_set.exit_code == 2 and "no label set 'zzz'" in no_set.output
+    missing = run_cli("explain", "--store", store, tmp_path / "nope.png", "--labels", "shapes")
+    assert missing.exit_code == 2 and "image file not found" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and missing.stderr.startswith("error: ")
+    no_set = run_cli("explain", "--store", store, queries[0][0], "--labels", "zzz")
+    assert no_set.exit_code == 2 and "no label set 'zzz'" in no_set.stderr
+    assert len(no_set.stderr.strip().splitlines()) == 1 and no_set.stderr.startswith("error: ")
 
 
-def test_report_survives_moved_anchor_images(shapes_store, tmp_path) -> None:
+def test_report_survives_moved_anchor_images(store_copy, tmp_path) -> None:
     """Anchor files removed after ingestion: the report says so for each one instead of failing."""
-    from asif_vdb.client import AsifClient
-
-    store, queries, pairs = shapes_store
-    copy = tmp_path / "store"
-    shutil.copytree(store, copy)
+    copy, queries, pairs = store_copy
     with AsifClient(copy) as client:
         ex = client.explain(queries[1][0], "shapes", top=1, anchors=3)
         ids = [s.anchor_id for s in ex.answers[0].anchors]
-        client.backend.set_payload("anchor_text", ids, {"image": str(tmp_path / "moved.png")})
+        assert len(ids) == 3
+        # the stored image references of these anchors now name a file that is not there
+        client.engine.state.backend.set_payload(ANCHORS["text"], ids, {"image": str(tmp_path / "moved.png")})
         ex = client.explain(queries[1][0], "shapes", top=1, anchors=3, neighbours=0)
     page = render_html(ex, queries[1][0])
     parser = parse_report(page)
@@ -305,9 +302,6 @@ def test_report_survives_moved_anchor_images(shapes_store, tmp_path) -> None:
 # -- gallery searches -------------------------------------------------------------------------------
 @pytest.mark.parametrize("query_modality", ["image", "text"])
 def test_gallery_explanation_equals_dense_asif_and_search(query_modality: str, tmp_path) -> None:
-    from asif_vdb import gallery as gallery_sets
-    from asif_vdb.explain import explain_gallery
-
     k, p = 20, 2.0
     img, txt, payloads = random_anchors(90, seed=6)
     rng = np.random.default_rng(12)
@@ -320,8 +314,8 @@ def test_gallery_explanation_equals_dense_asif_and_search(query_modality: str, t
         client.add_anchor_embeddings(img, txt, payloads)
         ids = client.index_gallery_embeddings("items", items, item_modality,
                                               [{"ref": f"item-{i}"} for i in range(15)])
-        info = gallery_sets.resolve(client.index, "items", query_modality)
-        ex = explain_gallery(client.index, query, query_modality, info, top=4, anchors=1000, neighbours=3)
+        info = resolve(client.engine, "items", query_modality)  # no client call explains an embedding search
+        ex = explain_gallery(client.engine, query, query_modality, info, top=4, anchors=1000, neighbours=3)
         hits = client.search_embeddings(query, query_modality, "items", top=4)[0]
         assert [a.item_id for a in ex.answers] == [h.id for h in hits]
         assert [a.label for a in ex.answers] == [h.payload["ref"] for h in hits]
@@ -347,19 +341,26 @@ def test_gallery_explanation_equals_dense_asif_and_search(query_modality: str, t
 def test_cli_explain_gallery_search_of_the_anchors(shapes_store, tmp_path) -> None:
     store, _, pairs = shapes_store
     out = tmp_path / "search.html"
-    result = CliRunner().invoke(main, ["explain", "--store", str(store), "a red circle on a white background",
-                                       "--gallery", "anchors", "--top", "2", "--html", str(out), "--json"])
+    text = "a red circle on a white background"
+    result = run_cli("explain", "--store", store, text, "--gallery", "anchors", "--top", "2", "--html", out, "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads([line for line in result.output.splitlines() if line.startswith("{")][-1])
+    assert result.stderr.strip() == f"report written to {out}"
+    data = json.loads(result.stdout)
     assert data["modality"] == "text" and len(data["answers"]) == 2
     images = {str(p) for p, _ in pairs}
     for a in data["answers"]:
         assert a["image"] in images and a["item_id"] is not None
         assert sum(s["share"] for s in a["anchors"]) + a["rest"] == pytest.approx(a["score"], abs=1e-5)
+    with AsifClient(store) as client:  # the same explanation through the client
+        ex = client.explain_search(text, "anchors", top=2)
+    assert [a.item_id for a in ex.answers] == [a["item_id"] for a in data["answers"]]
     parser = parse_report(out.read_text(encoding="utf-8"))
-    # No query thumbnail (a text query); the two answers' images and their anchors' images are embedded.
-    assert len(parser.images) >= 2 and parser.images[0][1] == data["answers"][0]["label"]
+    # No query thumbnail (a text query); each answer's image, then its anchors' images, then the
+    # query's nearest anchors' images are embedded (every file is on disk).
+    want = [alt for a in ex.answers for alt in [a.label] + [s.caption for s in a.anchors]]
+    assert [alt for _, alt in parser.images] == want + [n.caption for n in ex.neighbours]
+    assert parser.images[0][1] == data["answers"][0]["label"]
     for src, _ in parser.images:
         decode_data_uri(src)
-    neither = CliRunner().invoke(main, ["explain", "--store", str(store), "x"])
-    assert neither.exit_code == 2 and "give --labels or --gallery" in neither.output
+    neither = run_cli("explain", "--store", store, "x")
+    assert neither.exit_code == 2 and "give --labels or --gallery" in neither.stderr

@@ -19,15 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from helpers import error_lines, make_tar, run_cli
 from PIL import Image
-from test_ingest_readers import make_tar
 
-from asif_vdb.cli import main
-from asif_vdb.client import AsifClient, pair_hash
-from asif_vdb.config import AsifParams
-from asif_vdb.errors import InputError
-from asif_vdb.index import ANCHORS
+from asif_vdb import AsifClient, AsifParams, InputError, pair_hash
 from ingest.config import IngestConfig
 from ingest.decode import DecodeFailure, Decoder
 from ingest.pipeline import run_ingest
@@ -93,9 +88,13 @@ def report_reasons(path: Path) -> tuple[Counter, Counter]:
 
 
 def store_state(client: AsifClient) -> dict[str, dict[int, dict]]:
-    """Every point of both anchor collections: id -> payload."""
-    return {m: {p.id: p.payload for batch in client.backend.scroll(name) for p in batch}
-            for m, name in ANCHORS.items()}
+    """Every stored half of both anchor sides, complete or not: id -> payload (the engine's own
+    view: these tests are about what a run leaves in the store)."""
+    engine = client.engine
+    if engine is None:
+        return {"image": {}, "text": {}}
+    return {m: {p.id: p.payload for points, _ in engine.anchors.scroll(m, visible_only=False) for p in points}
+            for m in ("image", "text")}
 
 
 def assert_consistent(client: AsifClient) -> set[str]:
@@ -141,8 +140,9 @@ def test_table_pairs_payloads_and_shared_images(client, tmp_path) -> None:
     digest = hashlib.sha256(distinct(0)).hexdigest()
     assert first["hash"] == pair_hash(digest, "caption 0 of image 0")
     # the two captions of one image share its vector; different images do not
-    points = client.backend.scroll(ANCHORS["image"], vectors=("v",))
-    vecs = {p.id: p.dense["v"] for b in points for p in b}
+    assert client.engine is not None
+    ids, rows = client.engine.anchors.vectors(client.anchor_ids(), "image")
+    vecs = dict(zip(ids.tolist(), rows))
     by_key = {p["key"]: i for i, p in state["image"].items()}
     np.testing.assert_allclose(vecs[by_key["pairs.csv/0"]], vecs[by_key["pairs.csv/1"]], atol=1e-6)
     assert float(vecs[by_key["pairs.csv/0"]] @ vecs[by_key["pairs.csv/2"]]) < 0.9999
@@ -396,10 +396,6 @@ def test_bad_configuration_raises_input_error(client, tmp_path) -> None:
 # --------------------------------------------------------------------------- the command
 
 
-def cli(*args: str):
-    return CliRunner().invoke(main, list(args))
-
-
 def test_cli_end_to_end_report_next_to_store(tmp_path) -> None:
     data = tmp_path / "d"
     data.mkdir()
@@ -408,18 +404,18 @@ def test_cli_end_to_end_report_next_to_store(tmp_path) -> None:
     (data / "bad.jpg").write_bytes(b"nope")
     table = write_table(data, [(f"{i}.jpg", f"c{i}") for i in range(3)] + [("bad.jpg", "bad")])
     store = tmp_path / "store"
-    result = cli("ingest", str(table), "--store", str(store), "-k", "8", "--no-progress")
+    result = run_cli("ingest", str(table), "--store", str(store), "-k", "8", "--no-progress")
     assert result.exit_code == 0, result.output
     for shown in ("ingested", "corrupt_image", "s encode_image", "pairs/s"):
         assert shown in result.stdout
     report = tmp_path / "store.ingest-report.jsonl"
     assert report_reasons(report)[0] == Counter(corrupt_image=1)
-    again = cli("ingest", str(table), "--store", str(store), "--json", "--no-progress",
+    again = run_cli("ingest", str(table), "--store", str(store), "--json", "--no-progress",
                 "--precision", "float32")  # an execution setting: any precision opens the store
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout.strip().splitlines()[-1])
     assert summary["ingested"] == 0 and summary["already_stored"] == 3 and summary["anchors"] == 3
-    dry = cli("ingest", str(table), "--store", str(tmp_path / "fresh"), "--dry-run", "--json",
+    dry = run_cli("ingest", str(table), "--store", str(tmp_path / "fresh"), "--dry-run", "--json",
               "--no-progress")
     assert dry.exit_code == 0 and json.loads(dry.stdout.strip().splitlines()[-1])["ingested"] == 3
     assert not (tmp_path / "fresh").exists()
@@ -431,25 +427,40 @@ def test_cli_exit_codes(tmp_path) -> None:
     (data / "bad.jpg").write_bytes(b"nope")
     table = write_table(data, [("bad.jpg", "bad"), ("gone.jpg", "missing")])
     store = str(tmp_path / "store")
-    nothing = cli("ingest", table.as_posix(), "--store", store, "--no-progress")
-    assert nothing.exit_code == 1 and "nothing could be ingested" in nothing.output
-    wrong = cli("ingest", table.as_posix(), "--store", store, "--caption-column", "text")
-    assert wrong.exit_code == 2 and "no column 'text'" in wrong.output
-    assert "Traceback" not in wrong.output
-    half = cli("ingest", table.as_posix(), "--store", store, "--precision", "fp16")
-    assert half.exit_code == 2 and "'fp16' is not one of 'auto', 'float32', 'bfloat16'" in half.output
-    missing = cli("ingest", str(tmp_path / "nope"), "--store", store)
-    assert missing.exit_code == 2 and "not found" in missing.output
-    assert len([ln for ln in missing.output.splitlines() if ln.startswith("error:")]) == 1
+    nothing = run_cli("ingest", table.as_posix(), "--store", store, "--no-progress")
+    assert nothing.exit_code == 1 and len(error_lines(nothing)) == 1
+    assert "nothing could be ingested" in error_lines(nothing)[0]
+    wrong = run_cli("ingest", table.as_posix(), "--store", store, "--caption-column", "text")
+    assert wrong.exit_code == 2 and len(error_lines(wrong)) == 1 and "no column 'text'" in error_lines(wrong)[0]
+    assert "Traceback" not in wrong.output and wrong.stdout == ""
+    half = run_cli("ingest", table.as_posix(), "--store", store, "--precision", "fp16")
+    assert half.exit_code == 2 and "'fp16' is not one of 'auto', 'float32', 'bfloat16'" in half.stderr
+    missing = run_cli("ingest", str(tmp_path / "nope"), "--store", store)
+    assert missing.exit_code == 2 and len(error_lines(missing)) == 1 and "not found" in error_lines(missing)[0]
+    assert missing.stdout == ""
 
 
 # --------------------------------------------------------------------------- interrupted runs
 
 
-def test_interrupted_in_process_then_rerun_equals_clean_run(tmp_path, monkeypatch) -> None:
-    """Ctrl-C after three batches (in-process, cheap); the rerun completes the same store."""
-    import ingest.pipeline as pipeline
+class InterruptedClient:
+    """The public client, but Ctrl-C arrives at the write after ``writes`` writes."""
 
+    def __init__(self, client: AsifClient, writes: int) -> None:
+        self._client, self._left = client, writes
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
+
+    def add_anchor_embeddings(self, *args, **kwargs):
+        if self._left == 0:
+            raise KeyboardInterrupt
+        self._left -= 1
+        return self._client.add_anchor_embeddings(*args, **kwargs)
+
+
+def test_interrupted_in_process_then_rerun_equals_clean_run(tmp_path) -> None:
+    """Ctrl-C after three batches (in-process, cheap); the rerun completes the same store."""
     data = tmp_path / "d"
     data.mkdir()
     rows = []
@@ -457,18 +468,8 @@ def test_interrupted_in_process_then_rerun_equals_clean_run(tmp_path, monkeypatc
         (data / f"{i}.png").write_bytes(img_bytes(size=(12, 12), fmt="PNG", noise=i + 1))
         rows += [(f"{i}.png", f"noise {i}"), (f"{i}.png", f"second caption {i}")]
     table = write_table(data, rows)
-    real, calls = pipeline.write_pairs, []
-
-    def interrupted(*args, **kwargs):
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "write_pairs", interrupted)
     with AsifClient(tmp_path / "store", params=PARAMS) as c, pytest.raises(KeyboardInterrupt):
-        ingest(c, table, batch=8)
-    monkeypatch.setattr(pipeline, "write_pairs", real)
+        ingest(InterruptedClient(c, writes=3), table, batch=8)  # type: ignore[arg-type]  # a proxy
     with AsifClient(tmp_path / "store") as c:
         assert c.count() == 24
         s = ingest(c, table, batch=8)
@@ -477,7 +478,6 @@ def test_interrupted_in_process_then_rerun_equals_clean_run(tmp_path, monkeypatc
     with AsifClient(tmp_path / "clean", params=PARAMS) as clean:
         assert ingest(clean, table).ingested == 80
         assert assert_consistent(clean) == resumed
-
 
 
 def _next_anchor_id(store: Path) -> int:
@@ -533,7 +533,7 @@ def test_resume_after_ctrl_c_and_kill_equals_one_clean_run(tmp_path) -> None:
         assert after_int < after_kill < 200
         assert_consistent(c)
     # the same command again finishes the job
-    result = CliRunner().invoke(main, [*args, "--json"])
+    result = run_cli(*args, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["already_stored"] == after_kill and summary["ingested"] == 200 - after_kill

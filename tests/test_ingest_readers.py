@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
+from helpers import image_bytes, make_tar, write
 
 from ingest.readers import (
     FORMATS,
@@ -27,38 +25,7 @@ from ingest.readers import (
 )
 from ingest.sample import Sample, Skipped
 
-
-def image_bytes(fmt: str = "JPEG", color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (4, 4), color).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 JPG, PNG = image_bytes("JPEG"), image_bytes("PNG")
-
-
-def write(path: Path, data: bytes | str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(data, str):
-        path.write_text(data, encoding="utf-8")
-    else:
-        path.write_bytes(data)
-    return path
-
-
-def make_tar(path: Path, members: list[tuple[str, bytes]], links: tuple[str, ...] = ()) -> Path:
-    """A tar whose member names are written verbatim (absolute and `..` names included)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name in links:
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
-            tar.addfile(info)
-    return path
 
 
 def split(items: list[Sample | Skipped]) -> tuple[dict[str, Sample], dict[str, str]]:

@@ -3,13 +3,16 @@ and the options survive reopening a store."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from helpers import anchor_data, run_cli, structured
 
-from asif_vdb import methods, relative
-from asif_vdb.client import AsifClient
-from asif_vdb.config import AsifParams
-from asif_vdb.errors import InputError
+from asif_vdb import AsifClient, AsifParams, InputError
+from asif_vdb.maths import relative
+from asif_vdb.maths.hub import MIN_STD, hub_normalise_rows, hub_statistics, reference_sample
+from asif_vdb.maths.transforms import Transform, fit_transform, signed_power
 
 K, P = 12, 2.0
 PARAMS = AsifParams(k=K, p=P)
@@ -18,27 +21,14 @@ TEXT_T = {"whiten": 1.0}
 CLASSES = ["dog", "cat", "bird", "ship"]
 
 
-def structured(rng: np.random.Generator, n: int, d: int, offset: float = 2.0) -> np.ndarray:
-    """Unit rows sharing a common direction (as real embeddings do), non-negative like pooled CNN
-    features when ``offset`` is large, so that centring and whitening change neighbours."""
-    common = np.abs(rng.standard_normal(d))
-    x = np.abs(rng.standard_normal((n, d)) * rng.uniform(0.2, 3.0, d)) + offset * common / np.linalg.norm(common)
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def anchor_data(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-    rng = np.random.default_rng(seed)
-    return structured(rng, n, 1280), structured(rng, n, 384), [{"caption": f"pair {i}"} for i in range(n)]
-
-
-def fitted(vectors: np.ndarray, opts: dict) -> methods.Transform:
+def fitted(vectors: np.ndarray, opts: dict) -> Transform:
     """The transform a store fits, as it reads back (float32 arrays)."""
-    t = methods.fit_transform(vectors, opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
-    return methods.Transform(t.power, t.mean.astype(np.float32).astype(np.float64),
-                             t.matrix.astype(np.float32).astype(np.float64))
+    t = fit_transform(vectors, opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
+    return Transform(t.power, t.mean.astype(np.float32).astype(np.float64),
+                     t.matrix.astype(np.float32).astype(np.float64))
 
 
-def dense_rel(queries, anchors, t: methods.Transform | None):
+def dense_rel(queries, anchors, t: Transform | None):
     if t is not None:
         queries, anchors = t.apply(queries), t.apply(anchors)
     return relative.dense_relative(queries, anchors, K, P)
@@ -49,9 +39,9 @@ def dense_class_scores(client, img, txt, ti, tt, queries, hub: bool, aggregate: 
     cand = dense_rel(prompts, txt, tt)
     s = relative.scores(dense_rel(queries, img, ti), cand)
     if hub:
-        ref_ids = methods.reference_sample(np.arange(len(img)))
-        mean, std = methods.hub_statistics(relative.scores(dense_rel(img[ref_ids], img, ti), cand))
-        s = methods.hub_normalise_rows(s, mean, std)
+        ref_ids = reference_sample(np.arange(len(img)))
+        mean, std = hub_statistics(relative.scores(dense_rel(img[ref_ids], img, ti), cand))
+        s = hub_normalise_rows(s, mean, std)
     return s  # one template: pooling is the identity
 
 
@@ -60,7 +50,7 @@ def dense_class_scores(client, img, txt, ti, tt, queries, hub: bool, aggregate: 
 def test_transform_inverts(opts) -> None:
     rng = np.random.default_rng(1)
     x = structured(rng, 200, 64)
-    t = methods.fit_transform(x[:150], opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
+    t = fit_transform(x[:150], opts.get("power", 1.0), opts.get("centre", True), opts.get("whiten"))
     y = t.apply(x)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, atol=1e-5)
     np.testing.assert_allclose(t.invert(y), x, atol=2e-4)
@@ -69,31 +59,31 @@ def test_transform_inverts(opts) -> None:
 def test_whitening_decorrelates_and_centring_removes_the_mean() -> None:
     rng = np.random.default_rng(2)
     x = structured(rng, 2000, 16)
-    t = methods.fit_transform(x, whiten=1e-9)  # (almost) no shrinkage: full whitening
-    z = (methods.signed_power(x, 1.0) - t.mean) @ t.matrix
+    t = fit_transform(x, whiten=1e-9)  # (almost) no shrinkage: full whitening
+    z = (signed_power(x, 1.0) - t.mean) @ t.matrix
     np.testing.assert_allclose(np.cov(z.T, bias=True), np.eye(16), atol=1e-3)
-    c = methods.fit_transform(x)  # centring only
+    c = fit_transform(x)  # centring only
     assert np.abs(c.apply(x).mean(axis=0)).max() < np.abs(x.mean(axis=0)).max() / 5
 
 
 def test_hub_normalisation_and_reference_sample() -> None:
     s = np.array([[1.0, 0.0, 2.0], [3.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
-    mean, std = methods.hub_statistics(s[:2])
+    mean, std = hub_statistics(s[:2])
     np.testing.assert_allclose(mean, [2.0, 0.0, 2.0])
-    np.testing.assert_allclose(std, [1.0, methods.MIN_STD, methods.MIN_STD])
-    z = methods.hub_normalise_rows(s, mean, std)
+    np.testing.assert_allclose(std, [1.0, MIN_STD, MIN_STD])
+    z = hub_normalise_rows(s, mean, std)
     np.testing.assert_allclose(z[0], [-1.0, 0.0, 0.0])
     np.testing.assert_allclose(z[2], 0.0)  # no evidence: stays zero ("unknown")
-    ids = methods.reference_sample(np.arange(10, 30), 4)
+    ids = reference_sample(np.arange(10, 30), 4)
     assert list(ids) == [10, 15, 20, 25]
-    assert list(methods.reference_sample([3, 1, 2], 10)) == [1, 2, 3]
+    assert list(reference_sample([3, 1, 2], 10)) == [1, 2, 3]
 
 
 def test_bad_options() -> None:
     with pytest.raises(InputError):
-        methods.fit_transform(np.ones((1, 4)))
+        fit_transform(np.ones((1, 4)))
     with pytest.raises(InputError):
-        methods.fit_transform(np.eye(4), power=0)
+        fit_transform(np.eye(4), power=0)
     with AsifClient(location=":memory:", params=PARAMS) as client:
         img, txt, pay = anchor_data(10)
         client.add_anchor_embeddings(img, txt, pay)
@@ -107,7 +97,7 @@ def test_bad_options() -> None:
                                      [{**p, "hash": str(i)} for i, p in enumerate(pay)])
         with pytest.raises(InputError, match=r"maps anchor\(s\) \[0, 1, 2\] to zero"):
             client.set_transform(image={"centre": True})
-        assert client.transforms() == {} and client.index.config.journal == []
+        assert client.transforms() == {} and client.engine.config.journal == []
 
 
 # -- through the store --------------------------------------------------------------------------------
@@ -117,14 +107,14 @@ def test_transform_and_hub_equal_dense() -> None:
     queries = structured(rng, 15, 1280)
     with AsifClient(location=":memory:", params=PARAMS) as client:
         client.add_anchor_embeddings(img, txt, pay)
-        plain = client.index.relative(queries, "image")
+        plain = client.engine.anchors.relative(queries, "image")
         np.testing.assert_allclose(plain.toarray(), dense_rel(queries, img, None).toarray(), atol=1e-6)
         client.create_label_set("plain", CLASSES)
         client.create_label_set("hub", CLASSES, normalise="hub")
         info = client.set_transform(image=IMAGE_T, text=TEXT_T)
         assert info["image"]["whiten"] == 3.0 and info["image"]["anchors"] == 60
         ti, tt = fitted(img, IMAGE_T), fitted(txt, TEXT_T)
-        got = client.index.relative(queries, "image")
+        got = client.engine.anchors.relative(queries, "image")
         want = dense_rel(queries, img, ti)
         assert (got != 0).toarray().tolist() == (want != 0).toarray().tolist()
         np.testing.assert_allclose(got.toarray(), want.toarray(), atol=1e-5)
@@ -135,9 +125,10 @@ def test_transform_and_hub_equal_dense() -> None:
         hub = client.class_scores(queries, "hub")
         np.testing.assert_allclose(hub, dense_class_scores(client, img, txt, ti, tt, queries, hub=True), atol=1e-4)
         assert not np.allclose(hub, client.class_scores(queries, "plain"))
-        # reading anchors back gives the raw vectors
-        got_img = client.index.backend.retrieve("anchor_image", [0, 1], False, ("v",))
-        np.testing.assert_allclose(np.stack([p.dense["v"] for p in got_img]), img[:2], atol=2e-4)
+        # reading anchors back gives the raw vectors (the stored ones are transformed)
+        ids, got_img = client.engine.anchors.vectors([0, 1], "image")
+        assert ids.tolist() == [0, 1]
+        np.testing.assert_allclose(got_img, img[:2], atol=2e-4)
 
 
 def test_gallery_hub_equals_dense() -> None:
@@ -152,9 +143,9 @@ def test_gallery_hub_equals_dense() -> None:
         ti, tt = fitted(img, IMAGE_T), fitted(txt, TEXT_T)
         item_rel = dense_rel(items, img, ti)
         s = relative.scores(dense_rel(queries, txt, tt), item_rel)
-        ref = methods.reference_sample(np.arange(len(txt)))
-        mean, std = methods.hub_statistics(relative.scores(dense_rel(txt[ref], txt, tt), item_rel))
-        z = methods.hub_normalise_rows(s, mean, std)
+        ref = reference_sample(np.arange(len(txt)))
+        mean, std = hub_statistics(relative.scores(dense_rel(txt[ref], txt, tt), item_rel))
+        z = hub_normalise_rows(s, mean, std)
         hits = client.search_embeddings(queries, "text", "pics", top=7)
         for row, h in enumerate(hits):
             want = np.argsort(-z[row], kind="stable")[:7]
@@ -194,34 +185,28 @@ def test_options_persist_and_stay_fixed_under_updates(tmp_path) -> None:
 
 
 def test_cli_methods(tmp_path) -> None:
-    import json
-
-    from click.testing import CliRunner
-
-    from asif_vdb.cli import main
-
     img, txt, pay = anchor_data(40)
     store = tmp_path / "store"
     with AsifClient(store, params=PARAMS) as client:
         client.add_anchor_embeddings(img, txt, pay)
         client.create_label_set("animals", CLASSES)
-    runner = CliRunner()
-    r = runner.invoke(main, ["methods", "transform", "--store", str(store), "--image-power", "0.5",
-                             "--image-whiten", "3", "--text-whiten", "1"])
+    r = run_cli("methods", "transform", "--store", store, "--image-power", "0.5", "--image-whiten", "3",
+                "--text-whiten", "1")
     assert r.exit_code == 0, r.output
-    assert "image: power=0.5 centre=True whiten=3.0 (fitted on 40 anchors)" in r.output
-    r = runner.invoke(main, ["methods", "hub", "animals", "--store", str(store)])
+    assert "image: power=0.5 centre=True whiten=3.0 (fitted on 40 anchors)" in r.stdout
+    r = run_cli("methods", "hub", "animals", "--store", store)
     assert r.exit_code == 0, r.output
-    r = runner.invoke(main, ["doctor", "--store", str(store)])  # stored vectors = their recomputation
+    assert r.stdout.strip() == "label set animals: normalise=hub"
+    r = run_cli("doctor", "--store", store)  # stored vectors = their recomputation
     assert r.exit_code == 0, r.output
-    shown = json.loads(runner.invoke(main, ["methods", "show", "--store", str(store)]).output)
+    shown = json.loads(run_cli("methods", "show", "--store", store).stdout)
     assert shown["label_sets"] == {"animals": "hub"} and set(shown["transforms"]) == {"image", "text"}
-    r = runner.invoke(main, ["methods", "hub", "nothing", "--store", str(store)])
-    assert r.exit_code == 2 and "no label set 'nothing'" in r.output
-    r = runner.invoke(main, ["methods", "transform", "--store", str(store)])
-    assert r.exit_code == 2  # usage: say which transform
-    r = runner.invoke(main, ["methods", "transform", "--store", str(store), "--plain"])
-    assert r.exit_code == 0 and "plain ASIF" in r.output
+    r = run_cli("methods", "hub", "nothing", "--store", store)
+    assert r.exit_code == 2 and "no label set 'nothing'" in r.stderr
+    r = run_cli("methods", "transform", "--store", store)
+    assert r.exit_code == 2 and "give exactly one of --recommended, --plain or per-side options" in r.stderr
+    r = run_cli("methods", "transform", "--store", store, "--plain")
+    assert r.exit_code == 0 and "plain ASIF" in r.stdout
     with AsifClient(store) as client:
         assert client.transforms() == {}
         assert client.label_set("animals").normalise == "hub"
@@ -230,8 +215,6 @@ def test_cli_methods(tmp_path) -> None:
 def test_prune_carries_the_transform_and_hub_normalisation(tmp_path) -> None:
     """A pruned store keeps the full store's method: the same fitted transforms (its anchors are
     stored through them) and a hub-normalised label set stays hub-normalised."""
-    from asif_vdb import prune
-
     img, txt, pay = anchor_data(60)
     rng = np.random.default_rng(9)
     queries = structured(rng, 10, 1280)
@@ -239,14 +222,18 @@ def test_prune_carries_the_transform_and_hub_normalisation(tmp_path) -> None:
         client.add_anchor_embeddings(img, txt, pay)
         client.set_transform(image=IMAGE_T, text=TEXT_T)
         client.create_label_set("hub", CLASSES, normalise="hub")
-        report = prune.prune_store(client, "hub", 30, tmp_path / "small", k=K)
-        records = {m: r.model_dump() for m, r in client.index.config.transforms.items()}
-    ti = fitted(img, IMAGE_T)  # fitted on all 60 anchors, as in the full store
+        report = client.prune("hub", 30, tmp_path / "small", k=K)
+        records = client.transforms()
+    assert report["anchors_written"] == 30 and report["k"] == K
+    ti, tt = fitted(img, IMAGE_T), fitted(txt, TEXT_T)  # fitted on all 60 anchors, as in the full store
     with AsifClient(tmp_path / "small") as small:
-        assert {m: r.model_dump() for m, r in small.index.config.transforms.items()} == records
+        assert small.transforms() == records
         assert small.label_set("hub").normalise == "hub" and small.label_set("hub").hub_mean is not None
         source = small.anchors(list(range(report["anchors_written"])))  # new id -> the full store's
-        want = dense_rel(queries, img[[source[i]["pruned_from"] for i in range(len(source))]], ti)
-        got = small.index.relative(queries, "image")
+        kept = [source[i]["pruned_from"] for i in range(len(source))]
+        want = dense_rel(queries, img[kept], ti)
+        got = small.engine.anchors.relative(queries, "image")
         np.testing.assert_allclose(got.toarray(), want.toarray(), atol=1e-5)
-        assert np.isfinite(small.class_scores(queries, "hub")).all()
+        # the hub statistics come from the pruned store's own anchors, under the carried transforms
+        want_hub = dense_class_scores(small, img[kept], txt[kept], ti, tt, queries, hub=True)
+        np.testing.assert_allclose(small.class_scores(queries, "hub"), want_hub, atol=1e-3)

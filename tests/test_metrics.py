@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asif_vdb.metrics import (
+from asif_vdb.maths.metrics import (
     confusion_matrix,
     per_class_accuracy,
     ranked,
@@ -30,6 +30,7 @@ def test_topk_accuracy_by_hand() -> None:
 def test_ties_go_to_the_lowest_index() -> None:
     scores = np.array([[0.5, 0.5, 0.1], [0.0, 0.0, 0.0]])
     assert ranked(scores).tolist() == [[0, 1, 2], [0, 1, 2]]
+    assert ranked(scores, 1).tolist() == [[0], [0]]
     assert topk_accuracy(scores, [1, 0], ks=(1,)) == {1: 0.5}
 
 
@@ -60,5 +61,7 @@ def test_recall_at_k_single_and_multiple_relevant() -> None:
 def test_topk_accuracy_input_errors() -> None:
     with pytest.raises(ValueError, match="3 score rows but 2 labels"):
         topk_accuracy(np.zeros((3, 2)), [0, 1])
+    with pytest.raises(ValueError, match="no rows to evaluate"):
+        topk_accuracy(np.zeros((0, 2)), [])
     with pytest.raises(ValueError, match="2-D"):
         ranked(np.zeros(3))

@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asif_vdb.client import AsifClient, get_encoder
-from asif_vdb.config import AsifParams, EncoderSpec
-from asif_vdb.encoders import precision
+from asif_vdb import AsifClient, AsifParams, EncoderIdentity, EncoderSpec
+from asif_vdb.encoders import get_encoder, precision
 from asif_vdb.errors import InputError
 
 
@@ -102,9 +101,12 @@ def test_store_built_in_one_precision_serves_the_other(demo_data, tmp_path, buil
         client.create_label_set("shapes", ["circle", "square", "triangle"], "a {} on a background.")
         before = client.classify(query_images, "shapes", top=3)
     with AsifClient(tmp_path / "s", precision=opened) as client:
-        text = client.encoder("text")
-        assert text.precision == precision.resolve(opened, device=text.device,
-                                                   family="sentence-transformers")
+        text, image = client.encoder("text"), client.encoder("image")
+        # the opened precision is the one used (auto: bfloat16 texts only where the device computes it)
+        want_text = opened if opened != "auto" else \
+            ("bfloat16" if precision.native_bf16(text.device) else "float32")
+        assert text.precision == want_text
+        assert image.precision == ("bfloat16" if opened == "bfloat16" else "float32")  # auto keeps images float32
         after = client.classify(query_images, "shapes", top=3)
         client.add_anchors(images[40:], texts[40:])  # and it takes new anchors
         assert client.count() == 60
@@ -116,8 +118,7 @@ def test_store_built_in_one_precision_serves_the_other(demo_data, tmp_path, buil
 def test_the_embeddings_cache_keeps_float32_and_bfloat16_apart(tmp_path) -> None:
     """`asif eval`'s cache is keyed by what made the vectors, precision included: a bfloat16 pass must
     not be served float32 vectors (or the reverse)."""
-    from asif_vdb.config import EncoderIdentity
-    from asif_vdb.evaluate import encode_cached
+    from asif_vdb.workflows.evaluate import encode_cached
 
     class Fake:
         identity = EncoderIdentity(family="sentence-transformers", name="fake", weights="test", dim=2)

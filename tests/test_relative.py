@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import unit_rows
 
-from asif_vdb import relative
-from tests.conftest import unit_rows
+from asif_vdb.maths import relative
 
 
 def dense_reference(q: np.ndarray, a: np.ndarray, k: int, p: float) -> np.ndarray:
@@ -21,6 +21,12 @@ def dense_reference(q: np.ndarray, a: np.ndarray, k: int, p: float) -> np.ndarra
         if norm > 0:
             out[i, keep] = vals / norm
     return out
+
+
+def stable_top_k(sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k rule written the obvious way: a stable descending sort (ties: lowest index first)."""
+    order = np.argsort(-sims, axis=1, kind="stable")[:, : min(k, sims.shape[1])]
+    return order, np.take_along_axis(sims, order, axis=1)
 
 
 @pytest.mark.parametrize("n_anchors,k,p", [(50, 10, 1.0), (50, 50, 2.0), (30, 100, 8.0), (200, 800, 1.0), (7, 3, 0.5)])
@@ -51,6 +57,66 @@ def test_ties_keep_lowest_index_and_do_not_change_the_score() -> None:
     b = relative.relative_vectors([np.array([2, 1])], [np.array([0.5, 0.5])], 1.0, 4)
     cand = relative.relative_vectors([np.array([0, 1, 2])], [np.array([0.3, 0.3, 0.3])], 1.0, 4)
     np.testing.assert_allclose(relative.scores(a, cand), relative.scores(b, cand), atol=1e-7)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 7, 8, 20])
+def test_top_k_with_ties_equals_a_stable_sort(k: int) -> None:
+    """Rows with ties at the k-th value (and elsewhere), k below and equal to (and above) the row
+    length: the partition-based top-k gives exactly the stable sort's ids and values, best first."""
+    rng = np.random.default_rng(k)
+    sims = np.array([
+        [0.5, 0.5, 0.5, 0.1, 0.9, 0.5, 0.2, 0.5],  # a four-way tie at 0.5 after the best
+        [0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3],  # everything tied
+        [0.1, 0.9, 0.1, 0.8, 0.1, 0.7, 0.1, 0.6],  # tie at the bottom
+        [0.0, -0.0, 0.2, 0.0, -0.1, 0.2, 0.0, -0.1],  # signed zeros compare equal
+        [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2],  # no tie
+        [0.2, 0.4, 0.4, 0.2, 0.4, 0.2, 0.4, 0.2],  # two tied groups
+    ], dtype=np.float32)
+    # plus random rows drawn from a few levels, so that ties fall at the k-th value somewhere
+    levels = np.array([0.1, 0.25, 0.4, 0.6], np.float32)
+    sims = np.vstack([sims, rng.choice(levels, size=(40, 8))])
+    want_idx, want_vals = stable_top_k(sims, k)
+    idx, vals = relative.top_k(sims, k)
+    assert idx.shape == (len(sims), min(k, 8))
+    np.testing.assert_array_equal(idx, want_idx)
+    np.testing.assert_array_equal(vals, want_vals)
+    if k < 8:  # a tie at the k-th value really is exercised (the rows of one level)
+        kth = want_vals[:, -1]
+        assert ((sims == kth[:, None]).sum(axis=1) > (want_vals == kth[:, None]).sum(axis=1)).any()
+    # and top_k_rows (chunked) agrees with it on the same similarities
+    q, a = unit_rows(rng, 9, 6), unit_rows(rng, 8, 6)
+    a[5] = a[2]  # two equal anchors: equal similarities for every query
+    r_idx, r_vals = relative.top_k_rows(q, a, k, chunk=4)
+    s_idx, s_vals = stable_top_k(q.astype(np.float32) @ a.T, k)
+    np.testing.assert_array_equal(r_idx, s_idx)
+    np.testing.assert_array_equal(r_vals, s_vals)
+
+
+def test_relative_flat_is_relative_vectors() -> None:
+    """The flat form (counts, ids, values) holds exactly the CSR rows of relative_vectors, in input
+    order, with non-positive weights and "unknown" rows left out."""
+    rng = np.random.default_rng(5)
+    ids = [rng.permutation(50)[: int(n)] for n in rng.integers(0, 12, size=30)]
+    sims = [rng.uniform(-0.5, 1.0, size=len(i)).astype(np.float32) for i in ids]
+    ids[3], sims[3] = np.array([4, 7]), np.array([-0.2, 0.0], np.float32)  # all non-positive: unknown
+    ids[4], sims[4] = np.array([], np.int64), np.array([], np.float32)  # nothing at all
+    for p in (1.0, 3.0, 0.5):
+        counts, flat_ids, values = relative.relative_flat(ids, sims, p)
+        assert counts.dtype == np.int64 and flat_ids.dtype == np.int64 and values.dtype == np.float32
+        assert counts.tolist() == [int((s > 0).sum()) for s in sims]
+        assert counts[3] == counts[4] == 0
+        rel = relative.relative_vectors(ids, sims, p, 50)
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for row, (i, s) in enumerate(zip(ids, sims)):
+            got_ids, got_vals = flat_ids[starts[row]:starts[row + 1]], values[starts[row]:starts[row + 1]]
+            assert got_ids.tolist() == i[s > 0].tolist()  # input order kept
+            dense = np.zeros(50, np.float32)
+            dense[got_ids] = got_vals
+            np.testing.assert_array_equal(dense, rel[row].toarray()[0])
+            if counts[row]:
+                assert np.linalg.norm(got_vals) == pytest.approx(1.0, abs=1e-6)
+    empty = relative.relative_flat([np.array([], np.int64)] * 2, [np.array([], np.float32)] * 2, 1.0)
+    assert [a.tolist() for a in empty] == [[0, 0], [], []]
 
 
 def test_scores_and_contributions_match_dense_products() -> None:

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import assert_fresh, open_store, unit_rows
 from PIL import Image
 
-from asif_vdb import relative
-from asif_vdb.client import AsifClient
-from asif_vdb.config import AsifParams
-from asif_vdb.errors import InputError, NotFoundError
-from asif_vdb.gallery import query_modality
-from asif_vdb.index import CANDIDATES
-from asif_vdb.store.base import Filter
-from tests.backends import open_store
-from tests.conftest import unit_rows
-from tests.test_refresh import assert_fresh
+from asif_vdb import AsifClient, AsifParams, InputError, NotFoundError, Tuning
+from asif_vdb.engine.layout import gallery_key
+from asif_vdb.features.galleries import query_modality
+from asif_vdb.maths import relative
 
 K, P = 25, 3.0
 PARAMS = AsifParams(k=K, p=P)
@@ -110,7 +105,7 @@ def test_galleries_survive_reopen_and_delete(tmp_path) -> None:
     with AsifClient(store) as client:
         assert client.galleries() == ["pics"]
         info = client.gallery("pics")
-        assert (info.modality, info.size, info.stale) == ("image", 30, False)
+        assert (info.name, info.modality, info.size, info.normalise) == ("pics", "image", 30, "none")
         assert client.search_embeddings(q_txt, "text", "pics", top=8) == before
         gone = [h.id for h in before[0][:3]]
         assert client.delete_from_gallery("pics", gone + [10**9]) == 3
@@ -126,7 +121,7 @@ def test_galleries_survive_reopen_and_delete(tmp_path) -> None:
             client.search_embeddings(q_txt, "text", "pics")
 
 
-def test_gallery_follows_anchor_changes(tmp_path) -> None:
+def test_gallery_follows_anchor_changes_and_doctor_repairs_its_vectors(tmp_path) -> None:
     img, txt, payloads = anchors(160, seed=6)
     rng = np.random.default_rng(8)
     gallery_txt, q_img = unit_rows(rng, 25, 384), unit_rows(rng, 4, 1280)
@@ -137,23 +132,30 @@ def test_gallery_follows_anchor_changes(tmp_path) -> None:
         client.delete_anchors(range(0, 30))
         want, s = dense_top(q_img, img[30:], gallery_txt, txt[30:], 10)
         check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
-        # a gallery marked stale is recomputed from its stored embeddings before it is searched
-        points = client.index.backend.retrieve(client.index.relatives, ids, True, ("rel",))
+        # stored relative vectors that differ from their recomputation are found and rewritten by
+        # doctor --repair (from the items' stored embeddings), and the search is right again
+        engine = client.engine
+        backend, live = engine.state.backend, engine.derived.live
+        points = backend.retrieve(live, ids, True, ("rel",))
+        assert len(points) == len(ids)
         for pt in points:  # scramble the stored relative vectors
             pt.sparse = {"rel": (np.array([150]), np.array([1.0], np.float32))}
-        client.index.backend.upsert(client.index.relatives, points)
+        backend.upsert(live, points)
         with pytest.raises(AssertionError):
             check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
-        client.index.config.galleries["caps"].stale = True
-        client.index.save()
+        fresh = {c.name: c for c in client.doctor()}["fresh"]
+        assert not fresh.ok and f"{len(ids)} stale" in fresh.detail and not fresh.repaired
+        fresh = {c.name: c for c in client.doctor(repair=True)}["fresh"]
+        assert fresh.repaired == f"rewrote {len(ids)} candidate(s) from a recomputation"
         check_equal(client.search_embeddings(q_img, "image", "caps", top=10), ids, want, s)
-        assert not client.gallery("caps").stale
+        assert all(c.ok for c in client.doctor())
+        assert_fresh(client)
 
 
 def anchor_items(client, side: str) -> dict[int, int]:
     """anchor id -> its item id in the anchors gallery of ``side``."""
-    where = Filter.where(set=f"gallery:anchors:{side}")
-    return {p.payload["anchor"]: p.id for b in client.backend.scroll(CANDIDATES, where, ["anchor"]) for p in b}
+    batches = client.engine.candidates.points(gallery_key(f"anchors:{side}"), with_payload=["anchor"])
+    return {p.payload["anchor"]: p.id for b in batches for p in b}
 
 
 def more_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -162,15 +164,12 @@ def more_pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
 
 
 @pytest.mark.parametrize("backend,cells", [("edge", None), ("edge", 200), ("memory", None)])
-def test_anchors_gallery(tmp_path, monkeypatch, backend, cells) -> None:  # cells 200: 2 new anchors at a time
-    from asif_vdb import gallery
-
-    if cells is not None:
-        monkeypatch.setattr(gallery, "CATCH_UP_CELLS", cells)
+def test_anchors_gallery(tmp_path, backend, cells) -> None:  # cells 200: 2 new anchors at a time
+    tuning = Tuning(catch_up_cells=cells) if cells is not None else None
     img, txt, payloads = anchors(90, seed=12)
     rng = np.random.default_rng(13)
     q_txt, q_img = unit_rows(rng, 3, 384), unit_rows(rng, 3, 1280)
-    with open_store(backend, tmp_path, params=PARAMS) as client:
+    with open_store(backend, tmp_path, params=PARAMS, tuning=tuning) as client:
         ids = client.add_anchor_embeddings(img[:80], txt[:80], payloads[:80])
         # text query -> anchor images, each ranked by the relative vector of its own image
         want, s = dense_top(q_txt, txt[:80], img[:80], img[:80], 6)
@@ -228,7 +227,7 @@ def test_gallery_input_errors(tmp_path) -> None:
         with pytest.raises(InputError, match="reserved"):
             client.index_gallery_embeddings("pics", img[:1], "image", [{"set": "x"}])
         for key in ("ok", "set", "tf"):  # the store's own anchor fields
-            with pytest.raises(InputError, match=rf"payload #0: keys \['{key}'\] are reserved"):
+            with pytest.raises(InputError, match=rf"pair #0: payload keys \['{key}'\] are reserved"):
                 client.add_anchor_embeddings(img[:1], txt[:1], [{"caption": "c", key: 1}])
         assert client.count() == 50
         with pytest.raises(InputError, match="exactly one"):

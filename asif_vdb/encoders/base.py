@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from asif_vdb.config import EncoderIdentity
+from asif_vdb.schema.encoders import EncoderIdentity
 
 T = TypeVar("T")
 

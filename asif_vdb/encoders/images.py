@@ -14,10 +14,12 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from asif_vdb.errors import InputError
 
-ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, bytes]
+ImageInput = Union[str, os.PathLike[str], Image.Image, np.ndarray, bytes]
 
 #: Images larger than this many pixels are refused as decompression bombs (about 16k x 11k).
 MAX_IMAGE_PIXELS = 178_956_970
+#: File suffixes read as images wherever a folder is scanned (lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -49,17 +51,17 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _open_bytes(data: bytes, name: str) -> Image.Image:
+def _open_bytes(data: bytes, name: str, max_pixels: int) -> Image.Image:
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:
+            img: Image.Image = Image.open(io.BytesIO(data))
+            if img.size[0] * img.size[1] > max_pixels:
                 raise InputError(
                     f"{name}: {img.size[0]}x{img.size[1]} pixels exceeds the limit of "
-                    f"{MAX_IMAGE_PIXELS} (decompression bomb?)"
+                    f"{max_pixels} (decompression bomb?)"
                 )
             img.load()
             img = ImageOps.exif_transpose(img)
@@ -74,7 +76,7 @@ def _open_bytes(data: bytes, name: str) -> Image.Image:
     return img
 
 
-def read_bytes(image: str | os.PathLike) -> bytes:
+def read_bytes(image: str | os.PathLike[str]) -> bytes:
     path = Path(image)
     try:
         return path.read_bytes()
@@ -86,13 +88,14 @@ def read_bytes(image: str | os.PathLike) -> bytes:
         raise InputError(f"{path}: cannot read image file: {e}") from e
 
 
-def load_image(image: ImageInput) -> Image.Image:
-    """Decode any supported image input into an RGB PIL image, raising InputError on bad input."""
+def load_image(image: ImageInput, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode any supported image input into an RGB PIL image, raising InputError on bad input
+    (images over ``max_pixels`` are refused as decompression bombs)."""
     name = describe(image)
     if isinstance(image, (str, os.PathLike)):
-        img = _open_bytes(read_bytes(image), name)
+        img = _open_bytes(read_bytes(image), name, max_pixels)
     elif isinstance(image, bytes):
-        img = _open_bytes(image, name)
+        img = _open_bytes(image, name, max_pixels)
     elif isinstance(image, Image.Image):
         img = image
     elif isinstance(image, np.ndarray):
@@ -142,7 +145,8 @@ def image_digest(image: ImageInput) -> str:
 
 
 def image_reference(image: ImageInput) -> str:
-    """What the payload records as the image's reference: the path, or a description."""
+    """What a payload records as the image's reference: its absolute path (so that it is found from
+    any working directory), or a description of an in-memory image."""
     if isinstance(image, (str, os.PathLike)):
-        return str(image)
+        return os.path.abspath(os.fspath(image))
     return describe(image)

@@ -18,8 +18,8 @@ from functools import cache
 from typing import Literal, get_args
 
 from asif_vdb.errors import InputError
+from asif_vdb.schema.encoders import Precision
 
-Precision = Literal["auto", "float32", "bfloat16"]
 Resolved = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ENV_VAR = "ASIF_PRECISION"

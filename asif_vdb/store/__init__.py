@@ -1,4 +1,4 @@
-"""Store backends behind one interface, and the facade that picks one from the caller's arguments."""
+"""Store backends behind one interface (``Backend``), and the facade that picks one from the caller's arguments."""
 
 from __future__ import annotations
 
@@ -6,29 +6,19 @@ import os
 
 from asif_vdb.errors import StoreError
 from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, Match, PointData
+from asif_vdb.store.edge import EdgeBackend
+from asif_vdb.store.server import QdrantServerBackend
 
 
-def open_backend(
-    path: str | os.PathLike | None = None,
-    *,
-    url: str | None = None,
-    api_key: str | None = None,
-    location: str | None = None,
-    prefix: str = "asif",
-) -> Backend:
+def open_backend(path: str | os.PathLike[str] | None = None, *, url: str | None = None, api_key: str | None = None,
+                 location: str | None = None, prefix: str = "asif") -> Backend:
     """``path=`` opens the embedded Qdrant Edge store; ``url=`` a Qdrant server; ``location=':memory:'``
     qdrant-client's local mode (tests only). Exactly one must be given."""
     given = [name for name, v in (("path", path), ("url", url), ("location", location)) if v is not None]
     if len(given) != 1:
-        raise StoreError(
-            f"open a store with exactly one of path=, url= or location=':memory:' (got {given or 'none'})"
-        )
+        raise StoreError(f"open a store with exactly one of path=, url= or location=':memory:' (got {given or 'none'})")
     if path is not None:
-        from asif_vdb.store.edge import EdgeBackend
-
         return EdgeBackend(path)
-    from asif_vdb.store.server import QdrantServerBackend
-
     if url is not None:
         return QdrantServerBackend(url=url, api_key=api_key, prefix=prefix)
     if location != ":memory:":

@@ -22,7 +22,10 @@ BLOBS = "asif_blobs"
 BLOB_CHUNK = 4 << 20
 
 PayloadType = Literal["keyword", "integer"]
+#: A sparse vector as read back: (indices, values).
 SparseRow = tuple[np.ndarray, np.ndarray]
+#: A sparse vector to write: arrays, or Python lists (the refresh builds those straight for the engine).
+SparseIn = tuple["np.ndarray | Sequence[int]", "np.ndarray | Sequence[float]"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class Backend(ABC):
 
     #: Where this store lives, for messages ("/path/to/store", "http://host:6333").
     location: str
+    #: Bytes per request of the generic blob store (servers cap a request's size).
+    blob_chunk: int = BLOB_CHUNK
 
     @abstractmethod
     def ensure_collection(self, spec: CollectionSpec) -> None:
@@ -126,16 +131,17 @@ class Backend(ABC):
         self.upsert(collection, merged)
 
     def replace_sparse(self, collection: str, vector: str, ids: Sequence[int],
-                       rels: Sequence[tuple[list[int], list[float]]], payloads: Sequence[dict[str, Any]]) -> None:
+                       rels: Sequence[SparseIn], payloads: Sequence[dict[str, Any]]) -> None:
         """Delete these points and insert them anew, each with one sparse vector (indices, values as
         Python lists) and a payload: the bulk write of a refresh."""
         self.delete(collection, ids)
         self.insert_sparse(collection, vector, ids, rels, payloads)
 
     def insert_sparse(self, collection: str, vector: str, ids: Sequence[int],
-                      rels: Sequence[tuple[list[int], list[float]]], payloads: Sequence[dict[str, Any]]) -> None:
+                      rels: Sequence[SparseIn], payloads: Sequence[dict[str, Any]]) -> None:
         """Write points that have one sparse vector each (see ``replace_sparse``). (Generic: upsert.)"""
-        self.upsert(collection, [PointData(int(i), pl, sparse={vector: rel}) for i, rel, pl in zip(ids, rels, payloads)])
+        self.upsert(collection, [PointData(int(i), pl, sparse={vector: (np.asarray(rel[0], np.int64), np.asarray(rel[1], np.float32))})
+                                 for i, rel, pl in zip(ids, rels, payloads)])
 
     @abstractmethod
     def delete(self, collection: str, ids: Sequence[int]) -> None: ...
@@ -167,7 +173,7 @@ class Backend(ABC):
         self,
         collection: str,
         vector: str,
-        queries: Sequence[SparseRow],
+        queries: Sequence[SparseIn],
         limit: int,
         where: Filter | None = None,
         with_payload: bool | Sequence[str] = False,
@@ -179,7 +185,7 @@ class Backend(ABC):
         self,
         collection: str,
         ids: Sequence[int],
-        with_payload: bool = True,
+        with_payload: bool | Sequence[str] = True,
         vectors: Sequence[str] = (),
     ) -> list[PointData]:
         """The points that exist among ``ids`` (missing ids are left out)."""
@@ -209,7 +215,8 @@ class Backend(ABC):
         """Replace the arrays stored under ``name`` (generic version: base64 chunks in a payload
         collection; an engine with a local directory writes a file instead)."""
         data = _pack(arrays)
-        chunks = [data[i : i + BLOB_CHUNK] for i in range(0, len(data), BLOB_CHUNK)] or [b""]
+        size = self.blob_chunk
+        chunks = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
         self.ensure_collection(CollectionSpec(BLOBS, indexes={"blob": "keyword"}))
         self.delete_where(BLOBS, Filter.where(blob=name))
         for i, c in enumerate(chunks):  # one chunk per request: servers cap a request's size
@@ -233,7 +240,7 @@ class Backend(ABC):
 
 def _pack(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
     return buf.getvalue()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from asif_vdb.errors import StoreError
-from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData
+from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseIn, SparseRow
 
 CONFIG_FILE = "asif_config.json"
 
@@ -31,7 +31,7 @@ def _edge() -> Any:
 class EdgeBackend(Backend):
     """Collections live in ``PATH/collections/NAME``; the config document in ``PATH/asif_config.json``."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.location = str(self.path)
         if self.path.exists() and not self.path.is_dir():
@@ -125,7 +125,8 @@ class EdgeBackend(Backend):
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            config: dict[str, Any] = json.loads(path.read_text())
+            return config
         except (OSError, json.JSONDecodeError) as e:
             raise StoreError(f"store config {path} is unreadable: {e}") from e
 
@@ -175,7 +176,8 @@ class EdgeBackend(Backend):
 
     @staticmethod
     def _record(r: Any) -> PointData:
-        dense, sparse = {}, {}
+        dense: dict[str, np.ndarray] = {}
+        sparse: dict[str, SparseRow] = {}
         for n, v in (r.vector or {}).items():
             if hasattr(v, "indices"):
                 sparse[n] = (np.asarray(v.indices, np.int64), np.asarray(v.values, np.float32))
@@ -197,7 +199,8 @@ class EdgeBackend(Backend):
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
 
-    def insert_sparse(self, collection, vector, ids, rels, payloads):  # type: ignore[override]
+    def insert_sparse(self, collection: str, vector: str, ids: Sequence[int], rels: Sequence[SparseIn],
+                      payloads: Sequence[dict[str, Any]]) -> None:
         """Built straight into the engine's objects: this runs for every candidate after an anchor
         update (8,000 points of 800 entries), where intermediate PointData cost ~0.1 s."""
         if not len(ids):
@@ -231,7 +234,8 @@ class EdgeBackend(Backend):
         self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(self._filter(where)))
 
     # -- reads -----------------------------------------------------------------------------------
-    def search_dense(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+    def search_dense(self, collection: str, vector: str, queries: np.ndarray, limit: int, where: Filter | None = None,
+                     with_payload: bool | Sequence[str] = False) -> list[Hits]:
         qe = _edge()
         queries = np.asarray(queries, np.float32)
         if len(queries) == 0 or limit <= 0:
@@ -248,7 +252,8 @@ class EdgeBackend(Backend):
         results = self._shard(collection).query_batch(qe.QueryBatchRequest(requests))
         return [self._hits(r, with_payload) for r in results]
 
-    def search_dense_each(self, collection, vector, queries, limits, wheres):  # type: ignore[override]
+    def search_dense_each(self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int],
+                          wheres: Sequence[Filter | None]) -> list[Hits]:
         qe = _edge()
         queries = np.asarray(queries, np.float32)
         params = qe.SearchParams(exact=True)
@@ -261,7 +266,8 @@ class EdgeBackend(Backend):
             return []
         return [self._hits(r, False) for r in self._shard(collection).query_batch(qe.QueryBatchRequest(requests))]
 
-    def search_sparse(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+    def search_sparse(self, collection: str, vector: str, queries: Sequence[SparseIn], limit: int,
+                      where: Filter | None = None, with_payload: bool | Sequence[str] = False) -> list[Hits]:
         qe = _edge()
         flt = self._filter(where)
         out: list[Hits | None] = [None] * len(queries)
@@ -280,9 +286,10 @@ class EdgeBackend(Backend):
             results = self._shard(collection).query_batch(qe.QueryBatchRequest(requests))
             for i, r in zip(positions, results):
                 out[i] = self._hits([p for p in r if p.score > 0], with_payload)
-        return out  # type: ignore[return-value]
+        return [h if h is not None else Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), []) for h in out]
 
-    def retrieve(self, collection, ids, with_payload=True, vectors=()):  # type: ignore[override]
+    def retrieve(self, collection: str, ids: Sequence[int], with_payload: bool | Sequence[str] = True,
+                 vectors: Sequence[str] = ()) -> list[PointData]:
         if len(ids) == 0:
             return []
         records = self._shard(collection).retrieve(
@@ -290,7 +297,8 @@ class EdgeBackend(Backend):
         )
         return [self._record(r) for r in records]
 
-    def scroll(self, collection, where=None, with_payload=True, vectors=(), batch=1024) -> Iterator[list[PointData]]:  # type: ignore[override]
+    def scroll(self, collection: str, where: Filter | None = None, with_payload: bool | Sequence[str] = True,
+               vectors: Sequence[str] = (), batch: int = 1024) -> Iterator[list[PointData]]:
         qe = _edge()
         shard = self._shard(collection)
         offset = None
@@ -342,7 +350,7 @@ class EdgeBackend(Backend):
             tmp = path.with_suffix(".tmp")
             try:
                 with tmp.open("wb") as f:
-                    np.savez(f, **arrays)
+                    np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
                 os.replace(tmp, path)
             except OSError as e:
                 self._blob_error = StoreError(f"cannot write {path}: {e}")

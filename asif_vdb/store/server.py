@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from asif_vdb.errors import StoreError
-from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData
+from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseIn, SparseRow
 
 CONFIG_COLLECTION = "config"
 
@@ -90,7 +90,8 @@ class QdrantServerBackend(Backend):
         records = self.client.retrieve(name, [0], with_payload=True)
         if not records:
             return None
-        return json.loads(records[0].payload["config"])
+        config: dict[str, Any] = json.loads(records[0].payload["config"])
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         from qdrant_client import models
@@ -131,7 +132,8 @@ class QdrantServerBackend(Backend):
 
     @staticmethod
     def _record(r: Any) -> PointData:
-        dense, sparse = {}, {}
+        dense: dict[str, np.ndarray] = {}
+        sparse: dict[str, SparseRow] = {}
         vectors = r.vector if isinstance(r.vector, dict) else {}
         for n, v in vectors.items():
             if hasattr(v, "indices"):
@@ -207,7 +209,8 @@ class QdrantServerBackend(Backend):
             out.extend(self._hits(r.points, with_payload) for r in responses)
         return out
 
-    def search_dense(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+    def search_dense(self, collection: str, vector: str, queries: np.ndarray, limit: int, where: Filter | None = None,
+                     with_payload: bool | Sequence[str] = False) -> list[Hits]:
         queries = np.asarray(queries, np.float32)
         if len(queries) == 0:
             return []
@@ -215,7 +218,8 @@ class QdrantServerBackend(Backend):
             return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
         return self._query_batch(collection, [q.tolist() for q in queries], vector, limit, where, with_payload)
 
-    def search_dense_each(self, collection, vector, queries, limits, wheres):  # type: ignore[override]
+    def search_dense_each(self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int],
+                          wheres: Sequence[Filter | None]) -> list[Hits]:
         from qdrant_client import models
 
         requests = [
@@ -230,7 +234,8 @@ class QdrantServerBackend(Backend):
             out.extend(self._hits(r.points, False) for r in responses)
         return out
 
-    def search_sparse(self, collection, vector, queries, limit, where=None, with_payload=False):  # type: ignore[override]
+    def search_sparse(self, collection: str, vector: str, queries: Sequence[SparseIn], limit: int,
+                      where: Filter | None = None, with_payload: bool | Sequence[str] = False) -> list[Hits]:
         from qdrant_client import models
 
         empty = Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None)
@@ -248,7 +253,8 @@ class QdrantServerBackend(Backend):
             )
         return out
 
-    def retrieve(self, collection, ids, with_payload=True, vectors=()):  # type: ignore[override]
+    def retrieve(self, collection: str, ids: Sequence[int], with_payload: bool | Sequence[str] = True,
+                 vectors: Sequence[str] = ()) -> list[PointData]:
         if len(ids) == 0:
             return []
         records = self.client.retrieve(
@@ -257,7 +263,8 @@ class QdrantServerBackend(Backend):
         )
         return [self._record(r) for r in records]
 
-    def scroll(self, collection, where=None, with_payload=True, vectors=(), batch=1024) -> Iterator[list[PointData]]:  # type: ignore[override]
+    def scroll(self, collection: str, where: Filter | None = None, with_payload: bool | Sequence[str] = True,
+               vectors: Sequence[str] = (), batch: int = 1024) -> Iterator[list[PointData]]:
         offset = None
         while True:
             records, offset = self.client.scroll(

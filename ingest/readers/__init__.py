@@ -56,7 +56,7 @@ def detect_format(path: str) -> str:
 
 def open_reader(path: str, *, format: str | None = None, image_column: str = "image",
                 caption_column: str = "caption", images_dir: str | None = None,
-                source: str | None = None) -> Reader:
+                source: str | None = None, encoding: str = "utf-8-sig") -> Reader:
     """A reader for `path`, its format given or detected (see `detect_format`)."""
     fmt = format or detect_format(path)
     if fmt == "webdataset":
@@ -67,7 +67,7 @@ def open_reader(path: str, *, format: str | None = None, image_column: str = "im
         return FolderReader(path, source=source)
     if fmt == "table":
         return TableReader(path, image_column=image_column, caption_column=caption_column,
-                           images_dir=images_dir, source=source)
+                           images_dir=images_dir, source=source, encoding=encoding)
     if fmt == "coco":
         return CocoReader(path, images_dir=images_dir, source=source)
     raise ValueError(f"unknown format {fmt!r} (known formats: {', '.join(FORMATS)})")

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Any, Protocol, runtime_checkable
 
+from asif_vdb import IMAGE_SUFFIXES
+
 from ..sample import Sample, Skipped
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PATTERN = re.compile(r"[{*?\[]")
 
@@ -104,5 +105,5 @@ def group_by_stem(root: str) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 def images_in(files: dict[str, str]) -> list[str]:
-    """The image paths of one stem group, in IMAGE_EXTS order."""
-    return [files[e] for e in IMAGE_EXTS if e in files]
+    """The image paths of one stem group, in IMAGE_SUFFIXES order."""
+    return [files[e] for e in IMAGE_SUFFIXES if e in files]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -19,80 +20,112 @@ from .base import derive_source, is_remote
 
 TABLE_EXTS = (".csv", ".tsv", ".jsonl", ".parquet")
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # long captions must not abort a whole CSV
+#: Characters that stand for undecodable bytes (``errors="surrogateescape"``).
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+#: One row of a table: its position for messages, and its cells or why it cannot be read.
+Row = tuple[int, "dict[str, Any] | str"]
+
+
+def table_kind(path: str) -> str:
+    """The table's type from its suffix; ValueError naming the known ones."""
+    kind = os.path.splitext(path)[1].lower()
+    if kind not in TABLE_EXTS:
+        raise ValueError(f"{path}: unknown table type {kind!r} (known: {', '.join(TABLE_EXTS)})")
+    return kind
+
+
+def table_columns(path: str, encoding: str = "utf-8-sig") -> list[str]:
+    """The column names of a table (of its first row, for JSONL)."""
+    kind = table_kind(path)
+    if kind == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    if kind == ".jsonl":
+        first = next((r for _, r in read_rows(path, encoding) if isinstance(r, dict)), None)
+        return list(first) if first else []
+    with open(path, newline="", encoding=encoding, errors="surrogateescape") as f:
+        return next(csv.reader(f, delimiter="\t" if kind == ".tsv" else ","), [])
+
+
+def read_rows(path: str, encoding: str = "utf-8-sig") -> Iterator[Row]:
+    """Every data row of a CSV/TSV/JSONL/parquet table as (line or row number, cells), or (number,
+    why it cannot be read) for a row that does not parse or is not valid ``encoding`` text: one bad
+    row never hides the rows after it. This is the one table reader of the project."""
+    kind = table_kind(path)
+    if kind == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+        return
+    with open(path, newline="", encoding=encoding, errors="surrogateescape") as f:
+        if kind == ".jsonl":
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if _UNDECODED.search(line):
+                    yield n, f"line {n}: not valid {encoding} text"
+                    continue
+                try:
+                    row = json.loads(line)
+                except ValueError as e:
+                    yield n, f"line {n}: {e}"
+                    continue
+                yield n, row if isinstance(row, dict) else f"line {n}: not a JSON object"
+            return
+        reader = csv.DictReader(f, delimiter="\t" if kind == ".tsv" else ",")
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield reader.line_num, f"line {reader.line_num}: {e}"
+                continue
+            extra = row.pop(None, None)  # type: ignore[call-overload, unused-ignore]  # csv puts surplus cells under None
+            if extra is not None:
+                yield reader.line_num, f"line {reader.line_num}: too many fields"
+            elif any(isinstance(v, str) and _UNDECODED.search(v) for v in row.values()):
+                yield reader.line_num, f"line {reader.line_num}: not valid {encoding} text"
+            else:
+                yield reader.line_num, row
+
+
 
 
 class TableReader:
     """Rows of a table as samples; the named columns must exist (else ValueError)."""
 
     def __init__(self, path: str, *, image_column: str = "image", caption_column: str = "caption",
-                 images_dir: str | None = None, source: str | None = None) -> None:
+                 images_dir: str | None = None, source: str | None = None, encoding: str = "utf-8-sig") -> None:
         if not os.path.isfile(path):
             raise ValueError(f"table not found: {path}")
-        self.kind = os.path.splitext(path)[1].lower()
-        if self.kind not in TABLE_EXTS:
-            raise ValueError(f"unknown table type {self.kind!r} (known: {', '.join(TABLE_EXTS)})")
+        self.kind = table_kind(path)
         self.path, self.image_column, self.caption_column = path, image_column, caption_column
+        self.encoding = encoding
         self.images_dir = images_dir or os.path.dirname(os.path.abspath(path))
         self.source = source or derive_source(path)
         self.name = os.path.basename(path)
-        columns = self._columns()
+        columns = table_columns(path, encoding)
         missing = [c for c in (image_column, caption_column) if c not in columns]
         if missing:
             raise ValueError(f"{path}: no column {', '.join(map(repr, missing))} "
                              f"(columns: {', '.join(map(str, columns))})")
 
-    def _columns(self) -> list[str]:
-        if self.kind == ".parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.ParquetFile(self.path).schema_arrow.names)
-        if self.kind == ".jsonl":
-            first = next((r for r in self._rows() if isinstance(r, dict)), None)
-            return list(first) if first else []
-        with open(self.path, newline="", encoding="utf-8-sig") as f:
-            return next(csv.reader(f, delimiter="\t" if self.kind == ".tsv" else ","), [])
-
     def estimate(self) -> int | None:
         if self.kind == ".parquet":
             import pyarrow.parquet as pq
 
-            return pq.ParquetFile(self.path).metadata.num_rows
+            return int(pq.ParquetFile(self.path).metadata.num_rows)
         return None
 
-    def _rows(self) -> Iterator[dict[str, Any] | str]:
-        """Each data row as a dict, or an error text for a row that cannot be parsed."""
-        if self.kind == ".parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(self.path).iter_batches(batch_size=1024):
-                yield from batch.to_pylist()
-        elif self.kind == ".jsonl":
-            with open(self.path, encoding="utf-8-sig") as f:
-                for n, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError as e:
-                        yield f"line {n}: {e}"
-                        continue
-                    yield row if isinstance(row, dict) else f"line {n}: not a JSON object"
-        else:
-            with open(self.path, newline="", encoding="utf-8-sig") as f:
-                reader = csv.DictReader(f, delimiter="\t" if self.kind == ".tsv" else ",")
-                while True:
-                    try:
-                        row = next(reader)
-                    except StopIteration:
-                        return
-                    except csv.Error as e:
-                        yield f"line {reader.line_num}: {e}"
-                        continue
-                    extra = row.pop(None, None)  # type: ignore[call-overload]
-                    yield row if extra is None else f"line {reader.line_num}: too many fields"
-
     def __iter__(self) -> Iterator[Sample | Skipped]:
-        for i, row in enumerate(self._rows()):
+        for i, (_, row) in enumerate(read_rows(self.path, self.encoding)):
             key = f"{self.name}/{i}"
             if isinstance(row, str):
                 yield Skipped(key, "bad_row", row)
@@ -108,11 +141,10 @@ class TableReader:
         meta = {k: v for k, v in row.items()
                 if k not in (self.image_column, self.caption_column)
                 and not isinstance(v, (bytes, bytearray))}
-        common = {"key": key, "caption": caption, "meta": meta, "source": self.source}
         if isinstance(cell, dict):  # {"bytes": ..., "path": ...}
             cell = cell.get("bytes") or cell.get("path")
         if isinstance(cell, (bytes, bytearray)) and cell:
-            return Sample(image_ref=ref, image_bytes=bytes(cell), **common)
+            return Sample(key=key, image_ref=ref, caption=caption, image_bytes=bytes(cell), meta=meta, source=self.source)
         if not isinstance(cell, str) or not cell.strip():
             return Skipped(key, "missing_image", f"{self.image_column!r} is empty")
         if is_remote(cell):
@@ -121,4 +153,4 @@ class TableReader:
         path = os.path.join(self.images_dir, os.path.expanduser(ref))
         if not os.path.isfile(path):
             return Skipped(key, "missing_image", path)
-        return Sample(image_ref=path, image_path=path, **common)
+        return Sample(key=key, image_ref=path, caption=caption, image_path=path, meta=meta, source=self.source)

@@ -1,0 +1,178 @@
+"""What every command shares: the store options, one vocabulary of options, JSON output, exit codes.
+
+Exit codes: 0 ok; 1 nothing was done, or a problem was found (``doctor``); 2 a usage or input error,
+printed as one line (never a traceback).
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from asif_vdb import IMAGE_SUFFIXES, AsifClient, AsifError, AsifParams, NotFoundError
+
+DEFAULT_STORE = "asif_store"
+CONFIG_FILE = "asif_config.json"
+EXIT_OK, EXIT_NOTHING, EXIT_INPUT = 0, 1, 2
+EXIT_CODES = "Exit codes: 0 ok; 1 nothing done or a problem found; 2 usage or input error (one line on stderr)."
+TEMPLATES_HELP = "Built-in list (default, cifar10, imagenet, imagenet7), a file, or one template with {}."
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def store_options(fn: F) -> F:
+    """--store PATH (embedded, default) or --url [--api-key] (a Qdrant server)."""
+    fn = click.option("--api-key", envvar="ASIF_API_KEY", default=None, help="Qdrant server API key.")(fn)
+    fn = click.option("--url", envvar="ASIF_URL", default=None, help="Qdrant server URL instead of --store.")(fn)
+    fn = click.option("--store", "store", envvar="ASIF_STORE", default=None, type=click.Path(path_type=Path),
+                      help=f"Embedded store directory (default ./{DEFAULT_STORE}, or $ASIF_STORE).")(fn)
+    return fn
+
+
+def json_option(fn: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(fn)
+
+
+def top_option(default: int, help: str = "How many answers to show.") -> Callable[[F], F]:
+    return click.option("--top", type=click.IntRange(min=1), default=default, show_default=True, help=help)
+
+
+def labels_option(required: bool = True, help: str = "Label set name.") -> Callable[[F], F]:
+    return click.option("--labels", "label_set", required=required, default=None, help=help)
+
+
+def new_store_options(fn: F) -> F:
+    """The options a new store is created with (ignored for an existing one, which keeps its own)."""
+    fn = click.option("-p", "p", type=click.FloatRange(min=0, min_open=True), default=None,
+                      help="New store only: exponent of the relative vectors (1.0).")(fn)
+    fn = click.option("-k", "k", type=click.IntRange(min=1), default=None,
+                      help="New store only: non-zeros per relative vector (800).")(fn)
+    fn = click.option("--text-encoder", default=None, help="New store only: sentence-transformers model name or path.")(fn)
+    fn = click.option("--image-encoder", default=None, help="New store only: timm model (timm:NAME[@WEIGHTS]).")(fn)
+    return fn
+
+
+def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int | None,
+                     p: float | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder}
+    if k is not None or p is not None:
+        defaults = AsifParams()
+        kwargs["params"] = AsifParams(k=k if k is not None else defaults.k, p=p if p is not None else defaults.p)
+    return kwargs
+
+
+def store_exists(store: Path) -> bool:
+    """Whether an embedded store (its config) is at ``store``."""
+    return (store / CONFIG_FILE).is_file()
+
+
+def store_path(store: Path | None) -> Path:
+    return store or Path(DEFAULT_STORE)
+
+
+def open_client(store: Path | None, url: str | None, api_key: str | None, *, create: bool = False,
+                **kwargs: Any) -> AsifClient:
+    """The store of --store / --url. Only commands that add anchors (``create``) start a new embedded
+    store; the others name the path that holds none instead of leaving an empty store there."""
+    if url is not None and store is not None:
+        raise click.UsageError("give --store or --url, not both")
+    if url is not None:
+        return AsifClient(url=url, api_key=api_key, **kwargs)
+    path = store_path(store)
+    if not create and not store_exists(path):
+        raise NotFoundError(f"no store at {path}: create one with `asif ingest INPUT --store {path}` "
+                            f"or `asif anchors add TABLE --store {path}`")
+    return AsifClient(path, **kwargs)
+
+
+def friendly(fn: F) -> F:
+    """Expected failures become one clear line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AsifError as e:
+            click.echo(f"error: {one_line(str(e))}", err=True)
+            sys.exit(EXIT_INPUT)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]  # same signature as fn
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False))
+
+
+def write_json(out: Path | None, data: Any) -> None:
+    """Write a JSON report to ``--out FILE`` (its folder is created)."""
+    if out is None:
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+
+
+def parse_conditions(items: Iterable[str]) -> dict[str, Any]:
+    """``--where KEY=VALUE`` options as payload conditions (integers when they look like one)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"--where takes KEY=VALUE, got {item!r}")
+        out[key.strip()] = int(value) if value.lstrip("-").isdigit() else value
+    return out
+
+
+def parse_list(text: str, kind: type, what: str) -> list[Any]:
+    """A comma-separated list of positive numbers (``--k-values 200,800``)."""
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise click.BadParameter(f"{what}: give positive numbers")
+    return values
+
+
+def image_inputs(items: Iterable[str]) -> tuple[list[Path], list[str]]:
+    """Image files from arguments that are files, folders (searched recursively for image files) or
+    glob patterns; (the files, the arguments that named nothing readable). Checked before any model
+    loads."""
+    files: list[Path] = []
+    missing: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files.extend(found) if found else missing.append(f"{item}: no image files in this folder")
+        elif path.is_file():
+            files.append(path) if os.access(path, os.R_OK) else missing.append(f"{item}: not readable")
+        elif glob.has_magic(item):
+            found = sorted(Path(p) for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            files.extend(found) if found else missing.append(f"{item}: matches no file")
+        else:
+            missing.append(f"{item}: no such file or folder")
+    return files, missing
+
+
+def report_skipped(skipped: Iterable[str]) -> int:
+    """Print each skipped input on stderr; returns how many."""
+    n = 0
+    for line in skipped:
+        click.echo(f"skipped: {one_line(line)}", err=True)
+        n += 1
+    return n

@@ -1,0 +1,76 @@
+"""How a store is laid out in collections, and the payload keys the engine reserves for itself.
+
+Anchor pair i is point i in both ``anchor_image`` and ``anchor_text``; i is also the coordinate of
+every relative vector. Candidates (label-set prompts, gallery items) keep their dense embedding and
+payload in ``candidates`` and their relative vector (a sparse vector) in ``candidate_rel`` or a later
+generation of it (``candidate_rel_g<N>``, the one the config names) under the same id, so ranking them
+for a query is one sparse dot-product query. Fitted transforms live in ``transform``.
+"""
+
+from __future__ import annotations
+
+from asif_vdb.schema.store import Modality
+from asif_vdb.store.base import CollectionSpec, Filter
+
+ANCHORS: dict[Modality, str] = {"image": "anchor_image", "text": "anchor_text"}
+CANDIDATES = "candidates"
+#: The first generation of the candidates' derived relative vectors; later ones add ``_g<N>``.
+RELATIVES = "candidate_rel"
+TRANSFORM = "transform"
+MODALITIES: tuple[Modality, ...] = ("image", "text")
+#: The anchor collections' searched vector.
+VECTOR = "v"
+
+#: Payload flag: 1 once both halves of a pair are written. Queries only see complete pairs.
+VISIBLE = Filter.where(ok=1)
+#: Payload keys the engine writes itself: ``ok`` (a pair is complete), ``hash`` (its content key),
+#: ``set`` (a candidate's set), ``tf`` (the refit an anchor's vector is under), ``gen`` (the write of
+#: a derived vector), ``hub`` (a gallery item's statistics). A user payload may not use them.
+RESERVED_PAYLOAD_KEYS = frozenset({"ok", "hash", "set", "tf", "gen", "hub"})
+#: The refit mark in an anchor's payload (see RESERVED_PAYLOAD_KEYS).
+REFIT_MARK = "tf"
+
+#: Name of the anchors' own gallery; its two sides are stored as ``anchors:image`` / ``anchors:text``.
+ANCHORS_GALLERY = "anchors"
+
+
+def anchors_spec(modality: Modality, dim: int) -> CollectionSpec:
+    return CollectionSpec(ANCHORS[modality], dense={VECTOR: dim},
+                          indexes={"ok": "integer", "hash": "keyword", "source": "keyword"})
+
+
+def candidates_spec(dims: dict[Modality, int]) -> CollectionSpec:
+    return CollectionSpec(CANDIDATES, dense={m: dims[m] for m in MODALITIES}, indexes={"set": "keyword"})
+
+
+def relatives_spec(name: str) -> CollectionSpec:
+    """A collection of derived relative vectors (``RELATIVES`` or one of its generations)."""
+    return CollectionSpec(name, sparse=("rel",), indexes={"set": "keyword"})
+
+
+def transform_spec(dims: dict[Modality, int]) -> CollectionSpec:
+    return CollectionSpec(TRANSFORM, dense={m: dims[m] for m in MODALITIES})
+
+
+def is_relatives(name: str) -> bool:
+    """Whether a collection holds derived relative vectors (any generation)."""
+    return name == RELATIVES or name.startswith(RELATIVES + "_g")
+
+
+def label_set_key(name: str) -> str:
+    """The ``set`` payload value of a label set's prompts."""
+    return f"labels:{name}"
+
+
+def gallery_key(name: str) -> str:
+    """The ``set`` payload value of a gallery's items."""
+    return f"gallery:{name}"
+
+
+def anchors_gallery_name(modality: Modality) -> str:
+    """The stored gallery that holds the anchors' ``modality`` side."""
+    return f"{ANCHORS_GALLERY}:{modality}"
+
+
+def is_anchors_gallery(name: str) -> bool:
+    return name == ANCHORS_GALLERY or name.startswith(f"{ANCHORS_GALLERY}:")

@@ -1,0 +1,68 @@
+"""The state every part of the engine shares: the backend, the config, the tuning, and the journal.
+
+The config is saved with ``save()`` (one atomic write of the whole document). The journal records an
+update before it touches anything (``begin``) and forgets it when everything it changes is
+consistent (``end``); while an entry is pending that this process is not carrying out (a crash left
+it), queries refuse to run until the store is reopened, which carries it forward or rolls it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from asif_vdb.errors import StoreError
+from asif_vdb.schema.params import Tuning
+from asif_vdb.schema.store import JournalEntry, Modality, StoreConfig
+from asif_vdb.store.base import Backend
+
+
+class StoreState:
+    """A store's backend, config and tuning, and the journal of its unfinished updates."""
+
+    def __init__(self, backend: Backend, config: StoreConfig, tuning: Tuning) -> None:
+        self.backend = backend
+        self.config = config
+        self.tuning = tuning
+        self.dims: dict[Modality, int] = {"image": config.image_encoder.dim, "text": config.text_encoder.dim}
+        #: > 0 while this process carries out a journaled update (nested calls count).
+        self._updating = 0
+
+    @property
+    def location(self) -> str:
+        return self.backend.location
+
+    @property
+    def n_coords(self) -> int:
+        """Width of relative vectors: every anchor id ever allocated is a coordinate."""
+        return max(self.config.next_anchor_id, 1)
+
+    def save(self) -> None:
+        self.backend.write_config(self.config.dump())
+
+    # -- the journal -------------------------------------------------------------------------------
+    @contextmanager
+    def updating(self) -> Iterator[None]:
+        """Marks this process as carrying out the journaled update(s) inside the block."""
+        self._updating += 1
+        try:
+            yield
+        finally:
+            self._updating -= 1
+
+    def begin(self, entry: JournalEntry) -> None:
+        self.config.journal.append(entry)
+        self.save()
+
+    def end(self, entry: JournalEntry) -> None:
+        if entry in self.config.journal:
+            self.config.journal.remove(entry)
+        self.save()
+
+    def require_consistent(self) -> None:
+        """Refuse to read while an update a crash left unfinished is pending."""
+        if self.config.journal and not self._updating:
+            raise StoreError(
+                f"store {self.location} has an unfinished update: reopen it (or run `asif doctor --repair`) "
+                "to complete or roll it back before querying"
+            )

@@ -1,0 +1,1 @@
+"""What users do with a store: anchors, label sets and classification, galleries and search, explanations."""

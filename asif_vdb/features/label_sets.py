@@ -1,0 +1,136 @@
+"""Label sets and zero-shot classification: class prompts ranked for an image, pooled per class.
+
+Classifying an image is one top-k anchor search (its relative vector) and one sparse query against
+the stored prompts; a class's score is its best template's (the paper's rule) or their mean, hub
+normalised when the label set is. ``maths.calibration.is_unknown`` decides "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+
+from asif_vdb.engine.engine import Engine
+from asif_vdb.engine.layout import label_set_key
+from asif_vdb.errors import InputError, StoreError
+from asif_vdb.features.session import Session
+from asif_vdb.features.templates import fill, load_templates
+from asif_vdb.maths.calibration import coverage, is_unknown
+from asif_vdb.maths.hub import hub_normalise_rows
+from asif_vdb.schema.results import Classification, Prediction
+from asif_vdb.schema.store import LabelSetInfo, Normalise
+from asif_vdb.store.base import Hits
+
+#: "stored": the label set's calibrated thresholds; None: never unknown but for a zero score.
+Threshold = float | None | Literal["stored"]
+
+
+def check_classes(classes: Sequence[str] | str) -> list[str]:
+    """Class names: a list of non-empty, distinct strings."""
+    if isinstance(classes, str):
+        raise InputError(f"classes must be a list of names, got the string {classes[:40]!r}")
+    out = []
+    for i, c in enumerate(classes):
+        if not isinstance(c, str) or not c.strip():
+            raise InputError(f"class #{i} must be a non-empty name, got {c!r}")
+        out.append(c)
+    if not out:
+        raise InputError("a label set needs at least one class name")
+    dupes = sorted({c for c in out if out.count(c) > 1})
+    if dupes:
+        raise InputError(f"class names are repeated: {', '.join(dupes)}")
+    return out
+
+
+def prompts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
+    """Prompt i*T + t is template t filled with class i: the candidate id order of a label set."""
+    return [fill(t, c) for c in classes for t in templates]
+
+
+def create(session: Session, name: str, classes: Sequence[str] | str, templates: str | Sequence[str] | None = None,
+           *, aggregate: Literal["max", "mean"] = "max", replace: bool = True,
+           normalise: Normalise = "none") -> LabelSetInfo:
+    """Encode the class prompts and store the label set (see ``AsifClient.create_label_set``)."""
+    if not isinstance(name, str) or not name.strip():
+        raise InputError("a label set needs a non-empty name")
+    if aggregate not in ("max", "mean"):
+        raise InputError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
+    if normalise not in ("none", "hub"):
+        raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
+    names = check_classes(classes)
+    tmpl = load_templates(templates)
+    engine = session.writable()
+    if name in engine.config.label_sets and not replace:
+        raise InputError(f"label set {name!r} exists; pass replace=True to rebuild it")
+    info = LabelSetInfo(name=name, classes=names, templates=tmpl, aggregate=aggregate, normalise=normalise)
+    texts = prompts(names, tmpl)
+    return engine.label_sets.store(info, texts, session.encode_texts(texts))
+
+
+def class_scores(hits: Sequence[Hits], info: LabelSetInfo) -> np.ndarray:
+    """(n_queries, n_classes) scores from prompt hits: max (the paper) or mean over templates,
+    hub-normalised when the label set is. Prompts a query shares no anchor with score 0."""
+    n_c, n_t = len(info.classes), len(info.templates)
+    per_prompt = np.zeros((len(hits), n_c * n_t), dtype=np.float32)
+    for row, h in enumerate(hits):
+        per_prompt[row, h.ids - info.first_id] = h.scores
+    if info.normalise == "hub":
+        if info.hub_mean is None or info.hub_std is None or len(info.hub_mean) != per_prompt.shape[1]:
+            raise StoreError(f"label set {info.name!r} is hub-normalised but has no statistics: rebuild it")
+        per_prompt = hub_normalise_rows(per_prompt, np.asarray(info.hub_mean), np.asarray(info.hub_std))
+    grid = per_prompt.reshape(len(hits), n_c, n_t)
+    return grid.max(axis=2) if info.aggregate == "max" else grid.mean(axis=2)
+
+
+def scores_and_coverage(engine: Engine, info: LabelSetInfo, image_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class scores of a label set and each image's anchor coverage, from one query per image."""
+    q = engine.anchors.query(image_vectors, "image", "image queries")
+    ranked = engine.candidates.rank(q.rel, label_set_key(info.name), info.n_candidates)
+    params = engine.config.params
+    return class_scores(ranked, info), coverage([h.scores for h in q.hits], params.k, params.p)
+
+
+def top_predictions(scores: np.ndarray, classes: Sequence[str], top: int, threshold: float | None = None,
+                    cover: np.ndarray | None = None, coverage_threshold: float | None = None) -> list[Classification]:
+    """The ``top`` classes of each row, best first, with the "unknown" decision."""
+    if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
+        raise InputError(f"top must be a positive integer, got {top!r}")
+    top = min(int(top), len(classes))
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
+    out = []
+    for row, idx in enumerate(order):
+        preds = [Prediction(label=classes[i], score=float(scores[row, i])) for i in idx]
+        unknown = is_unknown(preds[0].score, threshold, None if cover is None else float(cover[row]), coverage_threshold)
+        out.append(Classification(predictions=preds, unknown=unknown, threshold=threshold))
+    return out
+
+
+def classify_embeddings(session: Session, image_vectors: np.ndarray, label_set: str, top: int = 5,
+                        threshold: Threshold = "stored") -> list[Classification]:
+    """Classify image embeddings (the store's image encoder's); "stored" applies the label set's
+    calibrated thresholds (best score, and anchor coverage)."""
+    engine = session.require()
+    info = engine.label_sets.get(label_set)
+    limit = info.threshold if threshold == "stored" else threshold
+    cover_limit = info.coverage_threshold if threshold == "stored" else None
+    scores, cover = scores_and_coverage(engine, info, image_vectors)
+    return top_predictions(scores, info.classes, top, limit, cover, cover_limit)
+
+
+def classify(session: Session, images: Sequence[object], label_set: str, top: int = 5,
+             threshold: Threshold = "stored", progress: bool = False, batch_size: int = 256) -> list[Classification]:
+    """Encode and classify images in batches."""
+    session.require().label_sets.get(label_set)
+    out: list[Classification] = []
+    for start in range(0, len(images), batch_size):
+        vecs = session.encode_images(images[start : start + batch_size], progress=progress)
+        out.extend(classify_embeddings(session, vecs, label_set, top, threshold))
+    return out
+
+
+def image_scores(session: Session, image_vectors: np.ndarray, label_set: str) -> np.ndarray:
+    """(n_images, n_classes) ASIF scores of image embeddings against a label set."""
+    engine = session.require()
+    return scores_and_coverage(engine, engine.label_sets.get(label_set), image_vectors)[0]
