@@ -6,7 +6,7 @@ Each method is a docstring and a line or two that delegates to the feature or wo
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -14,23 +14,27 @@ import numpy as np
 from asif_vdb.encoders import Encoder, parse_spec
 from asif_vdb.encoders.images import ImageInput, image_reference
 from asif_vdb.engine.engine import Engine
-from asif_vdb.features import anchors, explain, galleries, label_sets, store_info
+from asif_vdb.engine.method import params_after
+from asif_vdb.features import anchors, coverage, explain, galleries, label_sets, store_info
 from asif_vdb.features.session import Session
 from asif_vdb.maths.calibration import Criterion
 from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
-from asif_vdb.schema.params import AsifParams, Tuning
+from asif_vdb.schema.params import AsifParams, IndexSettings, Tuning, index_settings
 from asif_vdb.schema.results import (
     CalibrationReport,
     Check,
     Classification,
+    CoverageReport,
     Explanation,
     RecoveryReport,
     RefreshReport,
     SearchHit,
+    TuneReport,
 )
 from asif_vdb.schema.store import GalleryInfo, LabelSetInfo, Modality, Normalise
 from asif_vdb.store import open_backend
-from asif_vdb.workflows import calibrate, doctor, evaluate, prune
+from asif_vdb.workflows import backup, calibrate, doctor, evaluate, prune
+from asif_vdb.workflows import tune as tuning
 
 Threshold = float | None | Literal["stored"]
 
@@ -45,7 +49,10 @@ class AsifClient:
 
     ``image_identity`` / ``text_identity`` declare the encoders of embeddings made elsewhere (a new
     store then records them without loading any model; an existing one must match them). ``tuning``
-    trades speed for memory; it never changes a result.
+    trades speed for memory; it never changes a result. ``index`` (settings or a preset name: "exact",
+    "int8", "hnsw") is how a new store searches its anchors; ``exact_search`` makes every anchor
+    search of this client exact whatever the store's settings (a baseline to compare with).
+    ``for_repair`` opens a store whose config is missing or unreadable, for ``doctor`` only.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, url: str | None = None,
@@ -53,13 +60,16 @@ class AsifClient:
                  image_encoder: EncoderSpec | str | None = None, text_encoder: EncoderSpec | str | None = None,
                  params: AsifParams | None = None, device: str | None = None, precision: str | None = None,
                  tuning: Tuning | None = None, image_identity: EncoderIdentity | None = None,
-                 text_identity: EncoderIdentity | None = None) -> None:
+                 text_identity: EncoderIdentity | None = None, index: IndexSettings | str | None = None,
+                 exact_search: bool = False, for_repair: bool = False) -> None:
         backend = open_backend(path, url=url, api_key=api_key, location=location, prefix=prefix)
         try:
             self._session = Session(backend, image_encoder=_spec(image_encoder, "image"),
                                     text_encoder=_spec(text_encoder, "text"), params=params, device=device,
                                     precision=precision, tuning=tuning,
-                                    identities=_declared(image_identity, text_identity))
+                                    identities=_declared(image_identity, text_identity),
+                                    index=index_settings(index), exact_search=exact_search,
+                                    for_repair=for_repair)
         except BaseException:
             backend.close()
             raise
@@ -142,6 +152,11 @@ class AsifClient:
         removed, self.last_refresh = anchors.delete_anchors(self._session, ids)
         return removed
 
+    def prepare_for_embeddings(self, image_dim: int, text_dim: int) -> None:
+        """Check that the store takes embeddings of these dimensions (a new store is created for them,
+        recording its encoders' identities, declared when the models cannot be loaded here)."""
+        self._session.prepare_for_embeddings({"image": image_dim, "text": text_dim})
+
     def anchor_ids_where(self, **conditions: Any) -> list[int]:
         """Ids of the stored pairs whose payload matches every condition (a value, or a list of
         accepted values), e.g. ``source="flickr"``."""
@@ -168,15 +183,19 @@ class AsifClient:
         return anchors.stored_pairs(self._session, hashes)
 
     # -- label sets and classification -----------------------------------------------------------
-    def create_label_set(self, name: str, classes: Sequence[str], templates: str | Sequence[str] | None = None, *,
+    def create_label_set(self, name: str, classes: Sequence[str] | Mapping[str, str], templates: str | Sequence[str] | None = None, *,
                          aggregate: Literal["max", "mean"] = "max", replace: bool = True,
-                         normalise: Normalise = "none") -> LabelSetInfo:
+                         normalise: Normalise = "auto") -> LabelSetInfo:
         """Store class prompts' relative vectors so that classifying is one sparse query per image.
+
+        ``classes`` is a list of names, or a mapping of class ids to display names (names may then
+        repeat, as ImageNet's two "crane" classes do); predictions report both.
 
         ``templates`` is a built-in list name ("default", "cifar10", "imagenet", "imagenet7"), a file,
         or a list of strings with ``{}`` for the class name. Per class the best template wins (the
         paper's rule); ``aggregate="mean"`` averages templates instead. ``normalise="hub"`` scores each
-        prompt as (score - mean) / std over a reference sample of anchor images."""
+        prompt as (score - mean) / std over a reference sample of anchor images; ``"auto"`` (the default)
+        does so while the store's tuned method has its transforms in force; ``"none"`` never."""
         return label_sets.create(self._session, name, classes, templates, aggregate=aggregate, replace=replace,
                                  normalise=normalise)
 
@@ -203,6 +222,12 @@ class AsifClient:
     def class_scores(self, image_vectors: np.ndarray, label_set: str) -> np.ndarray:
         """(n_images, n_classes) ASIF scores: sparse dot products with the stored prompts, pooled."""
         return label_sets.image_scores(self._session, image_vectors, label_set)
+
+    def label_coverage(self, label_set: str, *, few: int = 10, nearest: int = 3) -> CoverageReport:
+        """Per class of ``label_set``: how many anchors stand out for its prompts, the share of their
+        relative vectors they carry, and the nearest anchor captions; classes with fewer than ``few``
+        such anchors are flagged (ASIF can only name what its anchors cover)."""
+        return coverage.label_set_coverage(self._session, label_set, few=few, nearest=nearest)
 
     # -- explanations ----------------------------------------------------------------------------
     def explain(self, image: ImageInput, label_set: str, top: int = 3, *, anchors: int = 5, neighbours: int = 5,
@@ -299,7 +324,8 @@ class AsifClient:
         options: dict[str, dict[str, Any] | None] = {"image": image, "text": text}
         if modalities is not None:
             options = {m: options.get(m) for m in modalities}
-        records = self._session.require().refit(options)
+        engine = self._session.require()
+        records = engine.refit(options, params_after(engine.config.params, options))
         return {m: r.model_dump() for m, r in records.items()}
 
     def transforms(self) -> dict[str, Any]:
@@ -316,6 +342,23 @@ class AsifClient:
         anchors of the other modality) or stop (``"none"``)."""
         return self._session.require().set_gallery_normalise(name, normalise)
 
+    # -- the anchor index ------------------------------------------------------------------------
+    def search_index(self) -> IndexSettings:
+        """How the store searches its anchors (a new store: how it will)."""
+        return self._session.engine.config.index if self._session.engine else self._session.index
+
+    def set_search_index(self, index: IndexSettings | str) -> dict[str, float]:
+        """Search the anchors with new settings (or a preset: "exact", "int8", "hnsw"); the index is built
+        now. Returns the seconds each collection took."""
+        settings = index_settings(index)
+        assert settings is not None
+        return self._session.require().set_index(settings)
+
+    def optimize(self) -> dict[str, float]:
+        """Build the anchor index over what was written since and compact the derived vectors (ingestion
+        runs it at the end); returns the seconds each collection took."""
+        return self._session.require().optimize()
+
     # -- workflows -------------------------------------------------------------------------------
     def calibrate(self, label_set: str, images: Sequence[ImageInput] | None = None,
                   truth: Sequence[int] | np.ndarray | None = None, *, embeddings: np.ndarray | None = None,
@@ -328,9 +371,13 @@ class AsifClient:
                                    max_wrong=max_wrong, target_accuracy=target_accuracy, max_unknown=max_unknown,
                                    save=save, progress=progress)
 
-    def doctor(self, *, repair: bool = False, sample: int | None = None) -> list[Check]:
-        """Check the store's invariants (and with ``repair`` fix what can be fixed)."""
-        return doctor.run(self._session, repair=repair, sample=sample)
+    def doctor(self, *, repair: bool = False, sample: int | None = None, force: bool = False,
+               drop_journal: bool = False) -> list[Check]:
+        """Check the store's invariants (and with ``repair`` fix what can be fixed). A repair refuses a
+        mass deletion unless ``force``, and drops unfinished updates that cannot be carried out only
+        with ``drop_journal``. A store whose config is missing or damaged opens only with
+        ``AsifClient(path, for_repair=True)``; ``repair`` then restores the config's previous version."""
+        return doctor.run(self._session, repair=repair, sample=sample, force=force, drop_journal=drop_journal)
 
     def prune(self, label_set: str, keep: int, out: str | os.PathLike[str], *, query_vectors: np.ndarray | None = None,
               query_labels: Sequence[int] | np.ndarray | None = None, k: int | None = None,
@@ -362,7 +409,24 @@ class AsifClient:
         return evaluate.store_retrieval(self._session, image_vectors, caption_vectors, caption_owner, query_vectors,
                                         query_owner, ks=ks, name=name, keep=keep)
 
+    def backup(self, out: str | os.PathLike[str]) -> dict[str, Any]:
+        """Write a consistent copy of the store (config and journal, every collection and blob, a
+        manifest with checksums) into the new folder ``out``; returns what was written."""
+        return backup.backup(self._session, out)
+
+    @staticmethod
+    def restore(source: str | os.PathLike[str], path: str | os.PathLike[str], *, force: bool = False) -> dict[str, Any]:
+        """Bring the backup in ``source`` back as the embedded store ``path`` (checked against its
+        manifest first); an existing store there is replaced only with ``force``."""
+        return backup.restore(source, path, force=force)
+
     # -- info ------------------------------------------------------------------------------------
+    def tune(self, *, holdout: int = 1000, seed: int = 0, apply: bool = True) -> TuneReport:
+        """Choose k, p and the transforms' strengths from the store's own anchors: ``holdout`` groups
+        of pairs (an image's captions together) are retrieved both ways against the rest for each
+        setting; with ``apply`` the best is stored (method "tuned") with one journaled refit."""
+        return tuning.tune_store(self._session, holdout=holdout, seed=seed, apply=apply)
+
     def info(self) -> dict[str, Any]:
         """The store's configuration and sizes, as plain data."""
         return store_info.describe(self._session)

@@ -31,6 +31,7 @@ from asif_vdb import InputError
 
 from .config import IngestConfig
 from .decode import DecodeFailure, Decoder
+from .embeddings import run_embeddings
 from .encode import ComputePool, ImageStage, TextResult, TextStage, image_batch_encoder
 from .prepare import Pair, Preparer
 from .readers import Reader, TableReader, WebDatasetReader, detect_format, open_reader
@@ -362,6 +363,9 @@ class Pipeline:
             self.report.close()
             thread.join(timeout=5)
         s = self.summary
+        if s.ingested and not cfg.dry_run:
+            with self.times.time("index"):
+                self.client.optimize()
         s.images_encoded = stage.encoded
         s.skipped = dict(self.report.skipped)
         s.notes = dict(self.report.notes)
@@ -400,6 +404,8 @@ def run_ingest(client: Any, config: IngestConfig) -> IngestSummary:
     """Ingest `config.input` into `client`'s store; bad samples are reported, never fatal.
 
     Raises InputError only for a wrong configuration (unknown format, missing columns, ...)."""
+    if config.embeddings:
+        return run_embeddings(client, config)
     return Pipeline(client, config).run()
 
 

@@ -13,9 +13,10 @@ from typing import IO, Any
 
 from .sample import Skipped
 
-#: Stages in pipeline order; thread-pool stages add up worker time (can exceed the wall time).
+#: Stages in pipeline order; thread-pool stages add up worker time (can exceed the wall time);
+#: "index" builds the anchor index over the new pairs at the end (where the store has one).
 STAGES = ("setup", "read", "hash", "lookup", "decode", "decode_wait", "encode_image", "encode_text",
-          "encode_wait", "write")
+          "encode_wait", "write", "index")
 
 
 class StageTimes:

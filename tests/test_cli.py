@@ -129,6 +129,9 @@ def test_every_json_command_prints_valid_json(store_copy, tmp_path) -> None:
         "doctor": ["doctor", *s],
         "info": ["info", *s],
         "methods show": ["methods", "show", *s],
+        "index show": ["index", "show", *s],
+        "index set": ["index", "set", "--index", "int8", *s],
+        "index optimize": ["index", "optimize", *s],
         "prune": ["prune", "--labels", "shapes", "--keep", "10", "--new-store", str(tmp_path / "pruned"), *s],
         "methods transform": ["methods", "transform", "--recommended", *s],  # last: it refits the store
     }

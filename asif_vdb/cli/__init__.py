@@ -17,15 +17,17 @@ from asif_vdb.cli.common import EXIT_CODES, EXIT_INPUT, one_line
 from asif_vdb.cli.demo import demo
 from asif_vdb.cli.eval import eval_group
 from asif_vdb.cli.explain import calibrate, explain
+from asif_vdb.cli.index import index_group
 from asif_vdb.cli.ingest import ingest
 from asif_vdb.cli.labels import classify, labels
 from asif_vdb.cli.maintenance import doctor, info, prune
 from asif_vdb.cli.methods import methods
 from asif_vdb.cli.search import gallery, search
+from asif_vdb.cli.tune import tune
 
 COMMANDS: list[click.Command] = [
-    demo, ingest, anchors, labels, classify, gallery, search, explain, calibrate, eval_group, methods, info, doctor,
-    prune,
+    demo, ingest, anchors, labels, classify, gallery, search, explain, calibrate, eval_group, methods, index_group,
+    tune, info, doctor, prune,
 ]
 
 

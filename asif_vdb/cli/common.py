@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from asif_vdb import IMAGE_SUFFIXES, AsifClient, AsifError, AsifParams, NotFoundError
+from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings
 
 DEFAULT_STORE = "asif_store"
 CONFIG_FILE = "asif_config.json"
@@ -49,8 +50,34 @@ def labels_option(required: bool = True, help: str = "Label set name.") -> Calla
     return click.option("--labels", "label_set", required=required, default=None, help=help)
 
 
+def index_options(fn: F) -> F:
+    """How anchor searches run: a preset, or its two main choices."""
+    fn = click.option("--hnsw/--no-hnsw", "hnsw", default=None,
+                      help="Walk an HNSW graph instead of scanning (with --quantization: rescored).")(fn)
+    fn = click.option("--quantization", type=click.Choice(["none", "int8", "binary", "turbo"]), default=None,
+                      help="Anchor vectors quantized in RAM, candidates rescored with the originals.")(fn)
+    fn = click.option("--index", "index_preset", type=click.Choice(sorted(INDEX_PRESETS)), default=None,
+                      help="Anchor search preset: exact, int8 (a quantized scan), hnsw (graph + int8).")(fn)
+    return fn
+
+
+def index_from_options(index_preset: str | None, quantization: str | None, hnsw: bool | None,
+                       base: IndexSettings | None = None) -> IndexSettings | None:
+    """Index settings from --index / --quantization / --hnsw over ``base`` (None when none is given)."""
+    if index_preset is None and quantization is None and hnsw is None:
+        return None
+    settings = INDEX_PRESETS[index_preset] if index_preset else (base or IndexSettings())
+    update: dict[str, Any] = {}
+    if quantization is not None:
+        update["quantization"] = quantization
+    if hnsw is not None:
+        update["hnsw"] = hnsw
+    return settings.model_copy(update=update)
+
+
 def new_store_options(fn: F) -> F:
     """The options a new store is created with (ignored for an existing one, which keeps its own)."""
+    fn = index_options(fn)
     fn = click.option("-p", "p", type=click.FloatRange(min=0, min_open=True), default=None,
                       help="New store only: exponent of the relative vectors (1.0).")(fn)
     fn = click.option("-k", "k", type=click.IntRange(min=1), default=None,
@@ -60,9 +87,11 @@ def new_store_options(fn: F) -> F:
     return fn
 
 
-def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int | None,
-                     p: float | None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder}
+def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int | None, p: float | None,
+                     index_preset: str | None = None, quantization: str | None = None,
+                     hnsw: bool | None = None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder,
+                              "index": index_from_options(index_preset, quantization, hnsw)}
     if k is not None or p is not None:
         defaults = AsifParams()
         kwargs["params"] = AsifParams(k=k if k is not None else defaults.k, p=p if p is not None else defaults.p)
@@ -70,8 +99,10 @@ def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int
 
 
 def store_exists(store: Path) -> bool:
-    """Whether an embedded store (its config) is at ``store``."""
-    return (store / CONFIG_FILE).is_file()
+    """Whether an embedded store is at ``store``: its config, the config's previous version, or its
+    collections (a store whose config was lost is still a store: opening it says how to restore it)."""
+    return (store / CONFIG_FILE).is_file() or (store / (CONFIG_FILE + ".bak")).is_file() \
+        or (store / "collections").is_dir()
 
 
 def store_path(store: Path | None) -> Path:

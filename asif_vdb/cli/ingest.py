@@ -22,6 +22,7 @@ from asif_vdb.cli.common import (
 )
 from asif_vdb.encoders.precision import PRECISIONS
 from ingest.config import IngestConfig
+from ingest.embeddings import find_parts
 from ingest.pipeline import default_report_path, open_input, run_ingest
 from ingest.readers import FORMATS
 
@@ -65,6 +66,10 @@ from ingest.readers import FORMATS
                    "An execution setting: stores accept vectors of either.")
 @click.option("--encoding", default="utf-8-sig", show_default=True,
               help="Text encoding of CSV/TSV/JSONL tables; an undecodable row is skipped and reported.")
+@click.option("--embeddings", is_flag=True,
+              help="INPUT holds embeddings computed elsewhere (clip-retrieval's img_emb/, text_emb/, metadata/, or "
+                   "image_emb.npy + text_emb.npy + a metadata table); declare the encoders that made them "
+                   "with --image-encoder and --text-encoder.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @new_store_options
 @json_option
@@ -72,8 +77,9 @@ from ingest.readers import FORMATS
 def ingest(store: Path | None, url: str | None, api_key: str | None, input_path: str, fmt: str | None,
            image_column: str, caption_column: str, images_dir: Path | None, source: str | None, limit: int | None,
            dry_run: bool, report: Path | None, batch: int, image_batch: int | None, workers: int, streams: int | None,
-           min_side: int, precision: str | None, encoding: str, no_progress: bool, image_encoder: str | None,
-           text_encoder: str | None, k: int | None, p: float | None, as_json: bool) -> None:
+           min_side: int, precision: str | None, encoding: str, embeddings: bool, no_progress: bool, image_encoder: str | None,
+           text_encoder: str | None, k: int | None, p: float | None, index_preset: str | None,
+           quantization: str | None, hnsw: bool | None, as_json: bool) -> None:
     """Add image-caption anchor pairs from INPUT: webdataset shards (.tar, brace patterns such as
     'shards/{00000..00009}.tar', or a folder of them), an img2dataset `files` folder, a folder of
     images with .txt captions, a CSV/TSV/JSONL/parquet table, or a COCO captions JSON.
@@ -89,10 +95,17 @@ def ingest(store: Path | None, url: str | None, api_key: str | None, input_path:
         input=input_path, format=fmt, image_column=image_column, caption_column=caption_column,
         images_dir=str(images_dir) if images_dir else None, source=source, limit=limit,
         dry_run=dry_run, report=report_path, batch=batch, image_batch=image_batch, workers=workers,
-        streams=streams, min_side=min_side, progress=not no_progress, encoding=encoding,
+        streams=streams, min_side=min_side, progress=not no_progress, encoding=encoding, embeddings=embeddings,
     ).check()
-    open_input(config)  # a wrong input is reported before any store is created
-    kwargs = {**new_store_kwargs(image_encoder, text_encoder, k, p), "precision": precision}
+    if embeddings:
+        if image_encoder is None or text_encoder is None:
+            raise click.UsageError("--embeddings needs --image-encoder and --text-encoder: the models that made them "
+                                   "('default' for the offline defaults)")
+        find_parts(input_path)  # a wrong input is reported before any store is created
+    else:
+        open_input(config)
+    kwargs = {**new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization, hnsw),
+              "precision": precision}
     if dry_run and url is None and not store_exists(store_path(store)):
         client = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store
     else:

@@ -12,6 +12,7 @@ all rank with it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +21,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from asif_vdb.engine.anchor_space import AnchorSpace
-from asif_vdb.engine.layout import ANCHORS, MODALITIES, VECTOR, VISIBLE
+from asif_vdb.engine.layout import ANCHORS, MODALITIES, VECTOR, VISIBLE, search_mode
 from asif_vdb.engine.state import StoreState
 from asif_vdb.errors import InputError
 from asif_vdb.maths import relative
 from asif_vdb.schema.store import Modality
-from asif_vdb.store.base import Filter, Hits, PointData
+from asif_vdb.store.base import EXACT, Filter, Hits, PointData, SearchMode
 
 WRITE_BATCH = 512
 #: Extra hits fetched beyond a top-k so that ties at the k-th score can be broken by id.
@@ -136,6 +137,28 @@ class AnchorStore:
         return np.asarray(ids, np.int64), (np.concatenate(vecs) if vecs else empty)
 
     # -- the query recipe ---------------------------------------------------------------------------
+    def mode(self, limit: int) -> SearchMode:
+        """How an anchor search of ``limit`` results runs: exact, or through the store's index once the
+        store has passed ``exact_below`` anchors."""
+        settings = self.state.config.index
+        if self.state.exact_search or not settings.approximate or self.state.config.next_anchor_id < settings.exact_below:
+            return EXACT
+        return search_mode(settings, limit)
+
+    def keep_indexed(self) -> dict[str, float]:
+        """Build the index over anchors written since (where the settings ask for one and the store has
+        passed ``exact_below``): the engine indexes new segments once they outgrow a scan, so this costs
+        nothing until then. Returns the seconds per collection that had work to do."""
+        settings = self.state.config.index
+        if not settings.approximate or self.state.config.next_anchor_id < settings.exact_below:
+            return {}
+        out = {}
+        for name in ANCHORS.values():
+            t = time.perf_counter()
+            if self.backend.optimize(name):
+                out[name] = round(time.perf_counter() - t, 3)
+        return out
+
     def topk(self, vectors: np.ndarray, modality: Modality, limit: int | None = None) -> list[Hits]:
         """Each unit vector's ``limit`` (default k) most similar visible anchors, best first, equal
         similarities in id order. The engine's own order among equal scores is arbitrary, and equal
@@ -148,7 +171,8 @@ class AnchorStore:
         todo, extra = list(range(len(queries))), TIE_MARGIN
         while todo:
             again = []
-            found = self.backend.search_dense(ANCHORS[modality], VECTOR, queries[todo], limit + extra, VISIBLE)
+            found = self.backend.search_dense(ANCHORS[modality], VECTOR, queries[todo], limit + extra, VISIBLE,
+                                              mode=self.mode(limit + extra))
             for i, h in zip(todo, found):
                 if len(h.ids) == limit + extra and h.scores[-1] == h.scores[limit - 1]:
                     again.append(i)  # the tie at the cut may go on past what was fetched

@@ -9,8 +9,9 @@ for a query is one sparse dot-product query. Fitted transforms live in ``transfo
 
 from __future__ import annotations
 
-from asif_vdb.schema.store import Modality
-from asif_vdb.store.base import CollectionSpec, Filter
+from asif_vdb.schema.params import IndexSettings
+from asif_vdb.schema.store import LabelSetInfo, Modality
+from asif_vdb.store.base import CollectionSpec, Filter, SearchMode, VectorIndex
 
 ANCHORS: dict[Modality, str] = {"image": "anchor_image", "text": "anchor_text"}
 CANDIDATES = "candidates"
@@ -18,6 +19,8 @@ CANDIDATES = "candidates"
 RELATIVES = "candidate_rel"
 TRANSFORM = "transform"
 MODALITIES: tuple[Modality, ...] = ("image", "text")
+#: The collections every store has: one of them without a config is a store whose config was lost.
+STORE_COLLECTIONS = (ANCHORS["image"], ANCHORS["text"], CANDIDATES)
 #: The anchor collections' searched vector.
 VECTOR = "v"
 
@@ -34,9 +37,19 @@ REFIT_MARK = "tf"
 ANCHORS_GALLERY = "anchors"
 
 
-def anchors_spec(modality: Modality, dim: int) -> CollectionSpec:
+def anchors_spec(modality: Modality, dim: int, settings: IndexSettings) -> CollectionSpec:
     return CollectionSpec(ANCHORS[modality], dense={VECTOR: dim},
-                          indexes={"ok": "integer", "hash": "keyword", "source": "keyword"})
+                          indexes={"ok": "integer", "hash": "keyword", "source": "keyword"},
+                          index=VectorIndex(quantization=settings.quantization, hnsw_m=settings.m if settings.hnsw else 0,
+                                            ef_construct=settings.ef_construct, on_disk=settings.on_disk),
+                          shards=settings.shards, replication=settings.replication)
+
+
+def search_mode(settings: IndexSettings, limit: int) -> SearchMode:
+    """The approximate search of these settings for ``limit`` results (the graph walks at least
+    ``limit * oversampling`` candidates, which are rescored with the original vectors)."""
+    ef = max(settings.ef, int(limit * settings.oversampling)) if settings.hnsw else None
+    return SearchMode(exact=False, hnsw_ef=ef, oversampling=settings.oversampling)
 
 
 def candidates_spec(dims: dict[Modality, int]) -> CollectionSpec:
@@ -58,8 +71,20 @@ def is_relatives(name: str) -> bool:
 
 
 def label_set_key(name: str) -> str:
-    """The ``set`` payload value of a label set's prompts."""
+    """The ``set`` payload value of the prompts of a label set written before label sets had keys of
+    their own (``labels_key`` gives the one in force)."""
     return f"labels:{name}"
+
+
+def new_labels_key(first_id: int) -> str:
+    """The set key of a label set written from candidate id ``first_id`` on: each version of a label
+    set has its own, so a replacement is written beside the set it replaces (engine/set_journal.py)."""
+    return f"labels#{first_id}"
+
+
+def labels_key(info: LabelSetInfo) -> str:
+    """The ``set`` payload value of a stored label set's prompts."""
+    return info.key or label_set_key(info.name)
 
 
 def gallery_key(name: str) -> str:

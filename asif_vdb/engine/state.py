@@ -20,13 +20,17 @@ from asif_vdb.store.base import Backend
 class StoreState:
     """A store's backend, config and tuning, and the journal of its unfinished updates."""
 
-    def __init__(self, backend: Backend, config: StoreConfig, tuning: Tuning) -> None:
+    def __init__(self, backend: Backend, config: StoreConfig, tuning: Tuning, exact_search: bool = False) -> None:
         self.backend = backend
         self.config = config
         self.tuning = tuning
+        #: Every anchor search exact, whatever the store's index settings (a baseline to compare with).
+        self.exact_search = exact_search
         self.dims: dict[Modality, int] = {"image": config.image_encoder.dim, "text": config.text_encoder.dim}
         #: > 0 while this process carries out a journaled update (nested calls count).
         self._updating = 0
+        #: Why the stored data cannot be trusted (engine/integrity.py; set on open): queries refuse.
+        self.damage: str | None = None
 
     @property
     def location(self) -> str:
@@ -60,9 +64,17 @@ class StoreState:
         self.save()
 
     def require_consistent(self) -> None:
-        """Refuse to read while an update a crash left unfinished is pending."""
+        """Refuse to read while an update a crash left unfinished is pending, or the store is damaged."""
+        if self.damage and not self._updating:
+            raise StoreError(f"{self.damage}: run `asif doctor` to see what is lost and `asif doctor --repair` "
+                             "to restore what can be restored")
+        if self.config.blocked and not self._updating:
+            raise StoreError(
+                f"store {self.location} has {len(self.config.blocked)} unfinished update(s) that cannot be carried "
+                "out: run `asif doctor` to see them and `asif doctor --repair --drop-journal` to drop them")
         if self.config.journal and not self._updating:
             raise StoreError(
                 f"store {self.location} has an unfinished update: reopen it (or run `asif doctor --repair`) "
-                "to complete or roll it back before querying"
+                "to complete or roll it back before querying; one that cannot be completed is dropped by "
+                "`asif doctor --repair --drop-journal`"
             )

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from asif_vdb.engine import set_journal
 from asif_vdb.engine.anchors import AnchorStore, PairStates
 from asif_vdb.engine.galleries import GalleryStore
 from asif_vdb.engine.hub import HubStatistics
@@ -22,8 +24,19 @@ from asif_vdb.engine.refit import Refitter, TransformOptions
 from asif_vdb.engine.refresh import AddedVectors, Refresher
 from asif_vdb.engine.state import StoreState
 from asif_vdb.errors import InputError
+from asif_vdb.schema.params import AsifParams
 from asif_vdb.schema.results import RecoveryReport, RefreshReport
-from asif_vdb.schema.store import AddEntry, DeleteEntry, JournalEntry, Modality, RefitEntry, TransformInfo
+from asif_vdb.schema.store import (
+    AddEntry,
+    DeleteEntry,
+    DropEntry,
+    GalleryEntry,
+    JournalEntry,
+    LabelSetEntry,
+    Modality,
+    RefitEntry,
+    TransformInfo,
+)
 
 
 class AnchorUpdates:
@@ -63,6 +76,7 @@ class AnchorUpdates:
                 self._abort()
                 raise
             self.state.end(entry)
+        report.seconds.update({f"index {k}": v for k, v in self.anchors.keep_indexed().items()})
         return ids, new, report
 
     def delete_pairs(self, ids: Sequence[int]) -> tuple[list[int], RefreshReport]:
@@ -70,7 +84,10 @@ class AnchorUpdates:
         wanted = sorted({int(i) for i in ids})
         if not wanted:
             return [], RefreshReport()
-        entry = DeleteEntry(ids=wanted)
+        try:  # an entry the engine could not carry out is never journaled
+            entry = DeleteEntry(ids=wanted)
+        except ValidationError as e:
+            raise InputError(f"anchor ids are integers in 0 .. 2**63-1, got {wanted[0]} .. {wanted[-1]}") from e
         with self.state.updating():
             self.state.begin(entry)
             try:
@@ -80,11 +97,14 @@ class AnchorUpdates:
                 self._abort()
                 raise
             self.state.end(entry)
+        report.seconds.update({f"index {k}": v for k, v in self.anchors.keep_indexed().items()})
         return removed, report
 
-    def refit(self, options: dict[str, TransformOptions]) -> dict[Modality, TransformInfo]:
-        """Fit, rewrite and recompute (engine/refit.py); returns the store's transform records."""
-        entry = self.refitter.prepare(options)
+    def refit(self, options: dict[str, TransformOptions],
+              params: AsifParams | None = None) -> dict[Modality, TransformInfo]:
+        """Fit, rewrite and recompute (engine/refit.py), switching to ``params`` when given; returns
+        the store's transform records."""
+        entry = self.refitter.prepare(options, params)
         with self.state.updating():
             self.state.begin(entry)
             try:
@@ -122,13 +142,19 @@ class AnchorUpdates:
         with self.state.updating():
             done.searched = self.lists.check_derived()
             for entry in list(self.state.config.journal):
-                self._carry(entry, done)
+                try:
+                    self._carry(entry, done)
+                except Exception as e:  # reported, and kept: it must not lock the store out
+                    done.failed.append(f"the {entry.op} update ({' '.join(str(e).split())[:300]})")
             stray = self.anchors.pair_states()
             if stray.complete or stray.lone:
                 self._finish(stray, done)
         return done
 
     def _carry(self, entry: JournalEntry, done: RecoveryReport) -> None:
+        if isinstance(entry, (LabelSetEntry, GalleryEntry, DropEntry)):
+            set_journal.carry(self.state, self.galleries.candidates, entry, done)
+            return
         if isinstance(entry, RefitEntry):  # always carried forward; it clears its own entry
             self.refitter.finish(entry)
             done.transform_finished = sorted(entry.new)

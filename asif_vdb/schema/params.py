@@ -3,18 +3,70 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from asif_vdb.errors import InputError
+
+Method = Literal["tuned", "plain"]
 
 
-class AsifParams(BaseModel):
-    """The ASIF hyper-parameters: non-zeros per relative vector and the exponent."""
+class FitOptions(BaseModel):
+    """The options of one modality's embedding transform (maths/transforms.py: fit_transform)."""
 
     model_config = ConfigDict(frozen=True)
 
-    k: int = Field(default=800, ge=1, description="non-zeros kept per relative vector")
-    p: float = Field(default=1.0, gt=0, description="exponent applied to clamped similarities")
+    power: float = Field(default=1.0, gt=0)
+    centre: bool = True
+    whiten: float | None = Field(default=None, gt=0)
+
+
+#: The tuned method's defaults (benchmarks/default_method_search.py chose them; `asif tune` re-chooses
+#: them from a store's own anchors): query k, stored candidates' k, p, and the transforms' options.
+TUNED_K, TUNED_CANDIDATE_K, TUNED_P = 1600, 800, 1.5
+#: The paper's plain ASIF.
+PLAIN_K, PLAIN_P = 800, 1.0
+
+
+class AsifParams(BaseModel):
+    """The ASIF hyper-parameters: non-zeros per relative vector and the exponent, and the method.
+
+    ``method="tuned"`` (the default) is plain ASIF until the store holds ``fit_min_anchors`` anchors;
+    from then on the store fits the embedding transforms (``image_fit``, ``text_fit``) on its anchors,
+    keeps them fixed while anchors change, and refits once the anchors added or deleted since reach
+    ``refit_share`` of those it was fitted on; label sets and galleries created without a
+    ``normalise`` choice are hub-normalised while a transform is in force (``hub``). Given none of
+    k, p and candidate_k it takes the tuned ones; otherwise the missing ones are the paper's (k=800,
+    p=1). ``method="plain"`` is the paper's ASIF (k=800, p=1 by default) whatever the store's size."""
+
+    model_config = ConfigDict(frozen=True)
+
+    k: int = Field(default=TUNED_K, ge=1, description="non-zeros kept per query relative vector")
+    p: float = Field(default=TUNED_P, gt=0, description="exponent applied to clamped similarities")
+    method: Method = "tuned"
+    #: Non-zeros of the stored candidates' relative vectors (label-set prompts, gallery items); None:
+    #: ``k``. Smaller than ``k`` bounds the cost of ranking them (docs/benchmarks.md, default method).
+    candidate_k: int | None = Field(default=None, ge=1)
+    image_fit: FitOptions = FitOptions(power=0.5, whiten=10.0)
+    text_fit: FitOptions = FitOptions(whiten=3.0)
+    hub: bool = True
+    fit_min_anchors: int = Field(default=2000, ge=2)
+    refit_share: float = Field(default=0.25, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        """k, p and candidate k default together: the tuned ones when the method is tuned and none of
+        them is given, else the paper's (k=800, p=1, candidate k = k) for whichever is missing."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        if out.get("method", "tuned") != "plain" and not {"k", "p", "candidate_k"} & set(out):
+            out.update(k=TUNED_K, p=TUNED_P, candidate_k=TUNED_CANDIDATE_K)
+        out.setdefault("k", PLAIN_K)
+        out.setdefault("p", PLAIN_P)
+        return out
 
     @field_validator("p")
     @classmethod
@@ -22,6 +74,19 @@ class AsifParams(BaseModel):
         if not math.isfinite(v):
             raise ValueError("p must be finite")
         return v
+
+    @property
+    def stored_k(self) -> int:
+        """The k of stored candidates' relative vectors."""
+        return self.candidate_k if self.candidate_k is not None else self.k
+
+    @property
+    def tuned(self) -> bool:
+        return self.method == "tuned"
+
+    def describe(self) -> str:
+        ck = f", candidate k={self.candidate_k}" if self.candidate_k is not None else ""
+        return f"method={self.method}, k={self.k}{ck}, p={self.p:g}"
 
 
 #: The combination chosen by benchmarks/methods_search.py on the calibration data (CIFAR-10's first
@@ -59,3 +124,51 @@ class Tuning(BaseModel):
     catch_up_cells: int = Field(default=50_000_000, ge=1)
     #: Points per write when anchors are rewritten (a refit), candidates recomputed or a gallery indexed.
     rewrite_batch: int = Field(default=512, ge=1)
+
+
+class IndexSettings(BaseModel):
+    """How anchor searches run: an exact scan of the float32 vectors, or Qdrant's own machinery:
+    quantized vectors kept in RAM (int8, binary or TurboQuant) scanned or walked on an HNSW graph, with
+    ``oversampling`` times the limit rescored against the original vectors. The same settings go to a
+    Qdrant server (``shards`` and ``replication`` only there)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    quantization: Literal["none", "int8", "binary", "turbo"] = "none"
+    hnsw: bool = False
+    #: Graph degree and build effort.
+    m: int = Field(default=16, ge=2, le=128)
+    ef_construct: int = Field(default=100, ge=4)
+    #: Graph candidates per search; 0: the limit times ``oversampling`` (the engine's own rule).
+    ef: int = Field(default=0, ge=0)
+    #: Candidates per result scored on quantized data, then rescored with the originals.
+    oversampling: float = Field(default=1.5, ge=1.0, le=16.0)
+    #: Original vectors memory-mapped from disk instead of held in RAM (quantized data stays in RAM).
+    on_disk: bool = False
+    #: Searches stay exact while the store has allocated fewer anchor ids than this.
+    exact_below: int = Field(default=0, ge=0)
+    shards: int = Field(default=1, ge=1)
+    replication: int = Field(default=1, ge=1)
+
+    @property
+    def approximate(self) -> bool:
+        return self.quantization != "none" or self.hnsw
+
+
+#: Named settings for the command line (``--index``); measured in benchmarks/scale.py.
+INDEX_PRESETS: dict[str, IndexSettings] = {
+    "exact": IndexSettings(),
+    "int8": IndexSettings(quantization="int8", oversampling=2.0),
+    "hnsw": IndexSettings(quantization="int8", hnsw=True, oversampling=1.5),
+}
+#: What a new store searches with unless told otherwise (see docs/benchmarks.md, scale).
+DEFAULT_INDEX = INDEX_PRESETS["exact"]
+
+
+def index_settings(value: IndexSettings | str | None) -> IndexSettings | None:
+    """Settings as given, or those of a preset name; ValueError naming the presets otherwise."""
+    if value is None or isinstance(value, IndexSettings):
+        return value
+    if value not in INDEX_PRESETS:
+        raise InputError(f"index {value!r}: expected one of {', '.join(INDEX_PRESETS)} or IndexSettings(...)")
+    return INDEX_PRESETS[value]

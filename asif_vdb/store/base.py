@@ -13,9 +13,12 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from asif_vdb.errors import StoreError
 
 #: Collection of the generic blob store, and the bytes of one of its points.
 BLOBS = "asif_blobs"
@@ -28,14 +31,49 @@ SparseRow = tuple[np.ndarray, np.ndarray]
 SparseIn = tuple["np.ndarray | Sequence[int]", "np.ndarray | Sequence[float]"]
 
 
+Quantization = Literal["none", "int8", "binary", "turbo"]
+
+
+@dataclass(frozen=True)
+class VectorIndex:
+    """How a collection's dense vectors are stored and indexed. The engine builds quantized data and
+    graphs when a collection is optimised; until then (and for ``SearchMode(exact=True)``) searches
+    scan the original float32 vectors."""
+
+    quantization: Quantization = "none"
+    #: HNSW graph degree; 0: no graph (searches scan the quantized or original vectors).
+    hnsw_m: int = 0
+    ef_construct: int = 100
+    #: Original vectors memory-mapped from disk (quantized data stays in RAM).
+    on_disk: bool = False
+
+
+@dataclass(frozen=True)
+class SearchMode:
+    """How one dense search runs: exact (a scan of the originals, the default), or through the index:
+    ``hnsw_ef`` candidates on the graph, and ``oversampling`` times the limit scored on quantized data
+    then rescored with the originals."""
+
+    exact: bool = True
+    hnsw_ef: int | None = None
+    oversampling: float | None = None
+
+
+EXACT = SearchMode()
+
+
 @dataclass(frozen=True)
 class CollectionSpec:
-    """A collection's schema: dense vectors (name -> dim), sparse vector names, indexed payload fields."""
+    """A collection's schema: dense vectors (name -> dim), sparse vector names, indexed payload
+    fields, the dense vectors' index, and (a server) its shards and replicas."""
 
     name: str
     dense: dict[str, int] = field(default_factory=dict)
     sparse: tuple[str, ...] = ()
     indexes: dict[str, PayloadType] = field(default_factory=dict)
+    index: VectorIndex = VectorIndex()
+    shards: int = 1
+    replication: int = 1
 
 
 @dataclass(frozen=True)
@@ -88,7 +126,8 @@ class Backend(ABC):
 
     @abstractmethod
     def ensure_collection(self, spec: CollectionSpec) -> None:
-        """Create the collection if missing; an existing one must match the spec's vectors."""
+        """Create the collection if missing; an existing one must match the spec's vectors, and takes
+        the spec's index settings (rebuilt by the next ``optimize``)."""
 
     @abstractmethod
     def has_collection(self, name: str) -> bool: ...
@@ -108,6 +147,10 @@ class Backend(ABC):
     @abstractmethod
     def write_config(self, config: dict[str, Any]) -> None:
         """Replace the stored config document atomically."""
+
+    def read_config_backup(self) -> dict[str, Any] | None:
+        """The config document's previous version, kept beside it (None where none is kept)."""
+        return None
 
     @abstractmethod
     def upsert(self, collection: str, points: Sequence[PointData]) -> None: ...
@@ -158,14 +201,16 @@ class Backend(ABC):
         limit: int,
         where: Filter | None = None,
         with_payload: bool | Sequence[str] = False,
+        mode: SearchMode = EXACT,
     ) -> list[Hits]:
-        """Exact nearest neighbours by dot product for each row of ``queries``."""
+        """Nearest neighbours by dot product for each row of ``queries`` (one batch request), exact
+        unless ``mode`` says otherwise; scores are always the original vectors' dot products."""
 
     def search_dense_each(
         self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int], wheres: Sequence[Filter | None],
     ) -> list[Hits]:
-        """``search_dense`` with its own limit and filter per query (one round trip where the engine
-        allows). Used to read a few points' exact scores for many queries."""
+        """Exact ``search_dense`` with its own limit and filter per query (one round trip where the
+        engine allows). Used to read a few points' exact scores for many queries."""
         return [self.search_dense(collection, vector, q[None, :], n, w)[0] for q, n, w in zip(queries, limits, wheres)]
 
     @abstractmethod
@@ -207,8 +252,26 @@ class Backend(ABC):
     def flush(self) -> None:  # noqa: B027 - optional hook, most engines write durably already
         """Make every write durable (no-op where writes already are)."""
 
-    def optimize(self, collection: str) -> None:  # noqa: B027 - optional hook
-        """Reclaim the space and search time of deleted points (no-op where the engine does it itself)."""
+    # -- backups and sizes ---------------------------------------------------------------------------
+    def snapshot(self, target: Path) -> dict[str, str]:
+        """Write a consistent copy of the whole store (config and journal, every collection, every
+        blob) as files under the empty folder ``target``; returns relative path -> sha256. No write
+        may run meanwhile (the caller holds the store's update lock)."""
+        raise StoreError(f"store {self.location}: this backend cannot take backups")
+
+    def restore_snapshot(self, source: Path, files: dict[str, str]) -> None:
+        """Load a snapshot written by this kind of backend into this new, empty store."""
+        raise StoreError(f"store {self.location}: this backend cannot restore backups")
+
+    def usage(self) -> dict[str, int] | None:
+        """Bytes on disk (and of them, write-ahead log reserved ahead of writes); None where the
+        store is not a local directory."""
+        return None
+
+    def optimize(self, collection: str) -> bool:
+        """Build what the collection's index settings ask for over the points written since, and reclaim
+        deleted points; returns whether anything changed (False where the engine does this itself)."""
+        return False
 
     # -- blobs: derived arrays kept beside the collections ----------------------------------------
     def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:

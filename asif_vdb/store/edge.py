@@ -9,15 +9,35 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from asif_vdb.errors import StoreError
-from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseIn, SparseRow
+from asif_vdb.store import disk
+from asif_vdb.store.base import (
+    EXACT,
+    Backend,
+    CollectionSpec,
+    Filter,
+    Hits,
+    PointData,
+    SearchMode,
+    SparseIn,
+    SparseRow,
+    VectorIndex,
+)
+from asif_vdb.store.files import SpaceGuard, backup_path, read_json, tree_bytes, write_with_backup
+from asif_vdb.store.lock import StoreLock
 
 CONFIG_FILE = "asif_config.json"
+
+
+INDEX_FILE = "asif_index.json"
+#: Segments at or under this size (KB) stay plain (scanned) until they grow: the engine's default.
+FULL_SCAN_KB = 10_000
 
 
 def _edge() -> Any:
@@ -37,7 +57,11 @@ class EdgeBackend(Backend):
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"store path {self.path} exists and is not a directory")
         self.path.mkdir(parents=True, exist_ok=True)
+        #: Held until close: a second process gets one line naming this one (store/lock.py).
+        self.lock = StoreLock.acquire(self.path)
         self._sweep()
+        #: Every write checks the free space first: a full disk kills the engine's process (SIGBUS).
+        self.space = SpaceGuard(self.path)
         self._shards: dict[str, Any] = {}
         self._specs: dict[str, CollectionSpec] = {}
         self._blob_thread: threading.Thread | None = None
@@ -86,23 +110,31 @@ class EdgeBackend(Backend):
             shutil.rmtree(trash, ignore_errors=True)
 
     def ensure_collection(self, spec: CollectionSpec) -> None:
-        qe = _edge()
-        if spec.name in self._shards:
+        """Create or open a collection. An existing one whose index settings differ from the spec's
+        (recorded in ``asif_index.json`` beside the shard) is reopened with the new settings, which the
+        next ``optimize`` builds (the engine rebuilds only the segments whose settings changed)."""
+        current = self._specs.get(spec.name)
+        if current is not None and current.index == spec.index:
             return
         directory = self._dir(spec.name)
-        config = qe.EdgeConfig(
-            vectors={n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot) for n, d in spec.dense.items()},
-            sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None,
-        )
+        self.space.check(f"open collection {spec.name}")
         try:
-            if directory.is_dir() and any(directory.iterdir()):
-                shard = qe.EdgeShard.load(str(directory))
-                have = {n: v.size for n, v in shard.config().vectors.items()} if hasattr(shard, "config") else None
-                if have is not None and have != spec.dense:
+            if spec.name in self._shards:
+                self._shards.pop(spec.name).close()
+            if directory.is_dir() and (directory / "edge_config.json").exists():
+                have = _stored_sizes(directory)
+                if have != spec.dense:
                     raise StoreError(f"collection {spec.name} in {self.path} has vectors {have}, expected {spec.dense}")
+                if _stored_index(directory) == spec.index:
+                    shard = _edge().EdgeShard.load(str(directory))
+                else:
+                    shard = _edge().EdgeShard.load(str(directory), _edge_config(spec))
+                    _record_index(directory, spec.index)
             else:
                 directory.mkdir(parents=True, exist_ok=True)
-                shard = qe.EdgeShard.create(str(directory), config)
+                shard = _edge().EdgeShard.create(str(directory), _edge_config(spec))
+                _record_index(directory, spec.index)
+                qe = _edge()
                 for key, kind in spec.indexes.items():
                     schema = qe.PayloadSchemaType.Keyword if kind == "keyword" else qe.PayloadSchemaType.Integer
                     shard.update(qe.UpdateOperation.create_field_index(key, schema))
@@ -112,6 +144,7 @@ class EdgeBackend(Backend):
             raise StoreError(f"cannot open collection {spec.name} in {self.path}: {e}") from e
         self._shards[spec.name] = shard
         self._specs[spec.name] = spec
+        self.space.forget()
 
     def _shard(self, name: str) -> Any:
         try:
@@ -124,20 +157,17 @@ class EdgeBackend(Backend):
         path = self.path / CONFIG_FILE
         if not path.exists():
             return None
-        try:
-            config: dict[str, Any] = json.loads(path.read_text())
-            return config
-        except (OSError, json.JSONDecodeError) as e:
-            raise StoreError(f"store config {path} is unreadable: {e}") from e
+        config = read_json(path)
+        if config is None:
+            raise StoreError(f"store config {path} is unreadable (damaged or cut short): "
+                             "`asif doctor --repair` restores its previous version")
+        return config
+
+    def read_config_backup(self) -> dict[str, Any] | None:
+        return read_json(backup_path(self.path / CONFIG_FILE))
 
     def write_config(self, config: dict[str, Any]) -> None:
-        path = self.path / CONFIG_FILE
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w") as f:
-            json.dump(config, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_with_backup(self.path / CONFIG_FILE, config)
 
     # -- conversions -----------------------------------------------------------------------------
     def _filter(self, where: Filter | None) -> Any:
@@ -195,6 +225,7 @@ class EdgeBackend(Backend):
 
     # -- writes ----------------------------------------------------------------------------------
     def upsert(self, collection: str, points: Sequence[PointData]) -> None:
+        self.space.check(f"write to {collection}")
         if points:
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
@@ -203,6 +234,7 @@ class EdgeBackend(Backend):
                       payloads: Sequence[dict[str, Any]]) -> None:
         """Built straight into the engine's objects: this runs for every candidate after an anchor
         update (8,000 points of 800 entries), where intermediate PointData cost ~0.1 s."""
+        self.space.check(f"write to {collection}")
         if not len(ids):
             return
         qe = _edge()
@@ -213,6 +245,7 @@ class EdgeBackend(Backend):
         ]))
 
     def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
+        self.space.check(f"write to {collection}")
         if points:
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.update_vectors(
@@ -220,28 +253,31 @@ class EdgeBackend(Backend):
             ))
 
     def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None:
+        self.space.check(f"write to {collection}")
         if len(ids):
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
 
     def delete(self, collection: str, ids: Sequence[int]) -> None:
+        self.space.check(f"write to {collection}")
         if len(ids):
             qe = _edge()
             self._shard(collection).update(qe.UpdateOperation.delete_points([int(i) for i in ids]))
 
     def delete_where(self, collection: str, where: Filter) -> None:
+        self.space.check(f"write to {collection}")
         qe = _edge()
         self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(self._filter(where)))
 
     # -- reads -----------------------------------------------------------------------------------
     def search_dense(self, collection: str, vector: str, queries: np.ndarray, limit: int, where: Filter | None = None,
-                     with_payload: bool | Sequence[str] = False) -> list[Hits]:
+                     with_payload: bool | Sequence[str] = False, mode: SearchMode = EXACT) -> list[Hits]:
         qe = _edge()
         queries = np.asarray(queries, np.float32)
         if len(queries) == 0 or limit <= 0:
             return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
         flt = self._filter(where)
-        params = qe.SearchParams(exact=True)
+        params = _search_params(mode)
         requests = [
             qe.QueryRequest(
                 limit=int(limit), query=qe.Query.Nearest(q.tolist(), using=vector), filter=flt,
@@ -317,10 +353,14 @@ class EdgeBackend(Backend):
         qe = _edge()
         return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=self._filter(where))))
 
-    def optimize(self, collection: str) -> None:
+    def optimize(self, collection: str) -> bool:
         """Blocking, and it holds the GIL: measured on a real store, a thread running it stalls the
-        caller for its whole 0.6 s, so it is not run in the background."""
-        self._shard(collection).optimize()
+        caller for its whole 0.6 s, so it is not run in the background. It writes the new segment
+        beside the old one: the collection's size must be free on top of the usual room."""
+        self.space.check(f"optimize {collection}", extra=tree_bytes(self._dir(collection))[0])
+        changed = bool(self._shard(collection).optimize())
+        self.space.forget()
+        return changed
 
     # -- blobs: one .npz file each, replaced atomically --------------------------------------------
     def _blob_path(self, name: str) -> Path:
@@ -384,6 +424,21 @@ class EdgeBackend(Backend):
             self._wait_blob()
         finally:
             self._close_shards()
+            self.lock.release()
+
+    # -- backups and sizes: the store's files (store/disk.py) ---------------------------------------
+    def snapshot(self, target: Path) -> dict[str, str]:
+        """Flush, then copy the config (with its journal), every shard and every blob into ``target``,
+        keeping holes; no write may run meanwhile. A flushed shard's files are a valid snapshot of it."""
+        self.flush()
+        return disk.copy_tree(self.path, Path(target), skip=disk.not_store_file)
+
+    def restore_snapshot(self, source: Path, files: dict[str, str]) -> None:
+        """Copy a snapshot's files into this (empty) store before any collection is opened."""
+        disk.restore_files(Path(source), self.path, files)
+
+    def usage(self) -> dict[str, int] | None:
+        return disk.usage(self.path).to_dict()
 
     def _close_shards(self) -> None:
         for shard in self._shards.values():
@@ -393,3 +448,54 @@ class EdgeBackend(Backend):
             except Exception:  # closing twice is harmless
                 pass
         self._shards.clear()
+
+
+def _edge_config(spec: CollectionSpec) -> Any:
+    """The engine's config of a collection: each dense vector with its quantization and graph
+    (m=0: none), originals in RAM or memory-mapped from disk; the sparse vectors."""
+    qe = _edge()
+    index = spec.index
+    quantization: Any = None
+    if index.quantization == "int8":
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
+    elif index.quantization == "binary":
+        quantization = qe.BinaryQuantizationConfig(always_ram=True)
+    elif index.quantization == "turbo":
+        quantization = qe.TurboQuantQuantizationConfig(always_ram=True, bits=qe.TurboQuantBitSize.Bits4)
+    hnsw = qe.HnswIndexConfig(m=index.hnsw_m, ef_construct=index.ef_construct, full_scan_threshold=FULL_SCAN_KB)
+    vectors = {n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot, on_disk=index.on_disk or None,
+                                      quantization_config=quantization, hnsw_config=hnsw)
+               for n, d in spec.dense.items()}
+    return qe.EdgeConfig(vectors=vectors, sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None)
+
+
+def _search_params(mode: SearchMode) -> Any:
+    """Exact: a scan of the originals (quantized data ignored). Otherwise the graph with ``hnsw_ef``
+    and quantized scores rescored with the originals (rescoring is off unless asked for)."""
+    qe = _edge()
+    if mode.exact:
+        return qe.SearchParams(exact=True)
+    quantization = qe.QuantizationSearchParams(rescore=True, oversampling=mode.oversampling) \
+        if mode.oversampling is not None else qe.QuantizationSearchParams(rescore=True)
+    return qe.SearchParams(hnsw_ef=mode.hnsw_ef, exact=False, quantization=quantization)
+
+
+def _stored_sizes(directory: Path) -> dict[str, int]:
+    config = json.loads((directory / "edge_config.json").read_text())
+    return {n: int(v["size"]) for n, v in (config.get("vectors") or {}).items()}
+
+
+def _stored_index(directory: Path) -> VectorIndex:
+    """The index settings a collection was built with (a collection written before they were
+    recorded was built plain: the default)."""
+    path = directory / INDEX_FILE
+    if not path.exists():
+        return VectorIndex()
+    data = json.loads(path.read_text())
+    return VectorIndex(**{k: v for k, v in data.items() if k in VectorIndex.__dataclass_fields__})
+
+
+def _record_index(directory: Path, index: VectorIndex) -> None:
+    tmp = directory / (INDEX_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(index)))
+    os.replace(tmp, directory / INDEX_FILE)

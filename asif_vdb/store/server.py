@@ -10,7 +10,18 @@ from typing import Any
 import numpy as np
 
 from asif_vdb.errors import StoreError
-from asif_vdb.store.base import Backend, CollectionSpec, Filter, Hits, PointData, SparseIn, SparseRow
+from asif_vdb.store.base import (
+    EXACT,
+    Backend,
+    CollectionSpec,
+    Filter,
+    Hits,
+    PointData,
+    SearchMode,
+    SparseIn,
+    SparseRow,
+    VectorIndex,
+)
 
 CONFIG_COLLECTION = "config"
 
@@ -66,8 +77,11 @@ class QdrantServerBackend(Backend):
         if not self.client.collection_exists(name):
             self.client.create_collection(
                 name,
-                vectors_config={n: models.VectorParams(size=d, distance=models.Distance.DOT) for n, d in spec.dense.items()},
+                vectors_config={n: models.VectorParams(size=d, distance=models.Distance.DOT, on_disk=spec.index.on_disk)
+                                for n, d in spec.dense.items()},
                 sparse_vectors_config={n: models.SparseVectorParams() for n in spec.sparse} or None,
+                hnsw_config=_hnsw(spec.index), quantization_config=_quantization(spec.index),
+                shard_number=spec.shards, replication_factor=spec.replication,
             )
             for key, kind in spec.indexes.items():
                 schema = models.PayloadSchemaType.KEYWORD if kind == "keyword" else models.PayloadSchemaType.INTEGER
@@ -80,6 +94,10 @@ class QdrantServerBackend(Backend):
             have = {n: v.size for n, v in vectors.items()} if isinstance(vectors, dict) else {}
             if have != spec.dense:
                 raise StoreError(f"collection {name} at {self.location} has vectors {have}, expected {spec.dense}")
+            known = self._specs.get(spec.name)
+            if known is not None and known.index != spec.index:  # the server rebuilds in the background
+                self.client.update_collection(name, hnsw_config=_hnsw(spec.index),
+                                              quantization_config=_quantization(spec.index) or models.Disabled.DISABLED)
         self._specs[spec.name] = spec
 
     # -- config ----------------------------------------------------------------------------------
@@ -189,15 +207,15 @@ class QdrantServerBackend(Backend):
 
     # -- reads -----------------------------------------------------------------------------------
     def _query_batch(self, collection: str, queries: list[Any], using: str, limit: int,
-                     where: Filter | None, with_payload: bool | Sequence[str]) -> list[Hits]:
+                     where: Filter | None, with_payload: bool | Sequence[str], mode: SearchMode = EXACT) -> list[Hits]:
         from qdrant_client import models
 
         flt = self._filter(where)
+        params = _search_params(mode)
         requests = [
             models.QueryRequest(
                 query=q, using=using, limit=int(limit), filter=flt,
-                with_payload=self._payload_arg(with_payload), with_vector=False,
-                params=models.SearchParams(exact=True),
+                with_payload=self._payload_arg(with_payload), with_vector=False, params=params,
             )
             for q in queries
         ]
@@ -210,13 +228,13 @@ class QdrantServerBackend(Backend):
         return out
 
     def search_dense(self, collection: str, vector: str, queries: np.ndarray, limit: int, where: Filter | None = None,
-                     with_payload: bool | Sequence[str] = False) -> list[Hits]:
+                     with_payload: bool | Sequence[str] = False, mode: SearchMode = EXACT) -> list[Hits]:
         queries = np.asarray(queries, np.float32)
         if len(queries) == 0:
             return []
         if limit <= 0:
             return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
-        return self._query_batch(collection, [q.tolist() for q in queries], vector, limit, where, with_payload)
+        return self._query_batch(collection, [q.tolist() for q in queries], vector, limit, where, with_payload, mode)
 
     def search_dense_each(self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int],
                           wheres: Sequence[Filter | None]) -> list[Hits]:
@@ -284,3 +302,33 @@ class QdrantServerBackend(Backend):
             self.client.close()
         except Exception:
             pass
+
+
+def _hnsw(index: VectorIndex) -> Any:
+    from qdrant_client import models
+
+    return models.HnswConfigDiff(m=index.hnsw_m, ef_construct=index.ef_construct)
+
+
+def _quantization(index: VectorIndex) -> Any:
+    """The server's quantization config (quantized data in RAM, originals where ``on_disk`` says)."""
+    from qdrant_client import models
+
+    if index.quantization == "int8":
+        return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+            type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+    if index.quantization == "binary":
+        return models.BinaryQuantization(binary=models.BinaryQuantizationConfig(always_ram=True))
+    if index.quantization == "turbo":  # not in every server version: the nearest, 4x compression
+        return models.ProductQuantization(product=models.ProductQuantizationConfig(
+            compression=models.CompressionRatio.X4, always_ram=True))
+    return None
+
+
+def _search_params(mode: SearchMode) -> Any:
+    from qdrant_client import models
+
+    if mode.exact:
+        return models.SearchParams(exact=True)
+    return models.SearchParams(hnsw_ef=mode.hnsw_ef, exact=False, quantization=models.QuantizationSearchParams(
+        rescore=True, oversampling=mode.oversampling))
