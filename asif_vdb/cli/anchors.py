@@ -49,7 +49,7 @@ def anchors_add(store: Path | None, url: str | None, api_key: str | None, inputs
                 images_dir: Path | None, source: str | None, limit: int | None, batch: int, encoding: str,
                 report: Path | None, image_encoder: str | None, text_encoder: str | None, k: int | None,
                 p: float | None, index_preset: str | None, quantization: str | None, hnsw: bool | None,
-                as_json: bool) -> None:
+                shards: int | None, replicas: int | None, as_json: bool) -> None:
     """Add the pairs of each INPUT (a table image,caption or any format `asif ingest` reads). Bad
     pairs are skipped and listed in the report; the count before and after is printed."""
     report_path = str(report) if report else default_report_path(None if url else store_path(store))
@@ -59,7 +59,7 @@ def anchors_add(store: Path | None, url: str | None, api_key: str | None, inputs
     for config in configs:
         open_input(config)  # a wrong input is reported before any store is created
     with open_client(store, url, api_key, create=True, **new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization,
-                                                                            hnsw)) as client:
+                                                                            hnsw, shards, replicas)) as client:
         before = client.count()
         t0 = time.perf_counter()
         summaries = [run_ingest(client, config) for config in configs]

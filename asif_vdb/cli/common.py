@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from asif_vdb import IMAGE_SUFFIXES, AsifClient, AsifError, AsifParams, NotFoundError
-from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings
+from asif_vdb.schema.params import DEFAULT_INDEX, INDEX_PRESETS, IndexSettings
 
 DEFAULT_STORE = "asif_store"
 CONFIG_FILE = "asif_config.json"
@@ -77,6 +77,10 @@ def index_from_options(index_preset: str | None, quantization: str | None, hnsw:
 
 def new_store_options(fn: F) -> F:
     """The options a new store is created with (ignored for an existing one, which keeps its own)."""
+    fn = click.option("--replicas", type=click.IntRange(min=1), default=None,
+                      help="New store on a Qdrant cluster (--url): replicas of each shard.")(fn)
+    fn = click.option("--shards", type=click.IntRange(min=1), default=None,
+                      help="New store on a Qdrant cluster (--url): shards per collection.")(fn)
     fn = index_options(fn)
     fn = click.option("-p", "p", type=click.FloatRange(min=0, min_open=True), default=None,
                       help="New store only: exponent of the relative vectors (1.0).")(fn)
@@ -88,10 +92,12 @@ def new_store_options(fn: F) -> F:
 
 
 def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int | None, p: float | None,
-                     index_preset: str | None = None, quantization: str | None = None,
-                     hnsw: bool | None = None) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder,
-                              "index": index_from_options(index_preset, quantization, hnsw)}
+                     index_preset: str | None = None, quantization: str | None = None, hnsw: bool | None = None,
+                     shards: int | None = None, replicas: int | None = None) -> dict[str, Any]:
+    index = index_from_options(index_preset, quantization, hnsw)
+    if shards is not None or replicas is not None:
+        index = (index or DEFAULT_INDEX).model_copy(update={"shards": shards or 1, "replication": replicas or 1})
+    kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder, "index": index}
     if k is not None or p is not None:
         defaults = AsifParams()
         kwargs["params"] = AsifParams(k=k if k is not None else defaults.k, p=p if p is not None else defaults.p)

@@ -79,7 +79,8 @@ def ingest(store: Path | None, url: str | None, api_key: str | None, input_path:
            dry_run: bool, report: Path | None, batch: int, image_batch: int | None, workers: int, streams: int | None,
            min_side: int, precision: str | None, encoding: str, embeddings: bool, no_progress: bool, image_encoder: str | None,
            text_encoder: str | None, k: int | None, p: float | None, index_preset: str | None,
-           quantization: str | None, hnsw: bool | None, as_json: bool) -> None:
+           quantization: str | None, hnsw: bool | None, shards: int | None, replicas: int | None,
+           as_json: bool) -> None:
     """Add image-caption anchor pairs from INPUT: webdataset shards (.tar, brace patterns such as
     'shards/{00000..00009}.tar', or a folder of them), an img2dataset `files` folder, a folder of
     images with .txt captions, a CSV/TSV/JSONL/parquet table, or a COCO captions JSON.
@@ -104,7 +105,7 @@ def ingest(store: Path | None, url: str | None, api_key: str | None, input_path:
         find_parts(input_path)  # a wrong input is reported before any store is created
     else:
         open_input(config)
-    kwargs = {**new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization, hnsw),
+    kwargs = {**new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization, hnsw, shards, replicas),
               "precision": precision}
     if dry_run and url is None and not store_exists(store_path(store)):
         client = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store

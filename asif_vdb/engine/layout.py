@@ -41,7 +41,8 @@ def anchors_spec(modality: Modality, dim: int, settings: IndexSettings) -> Colle
     return CollectionSpec(ANCHORS[modality], dense={VECTOR: dim},
                           indexes={"ok": "integer", "hash": "keyword", "source": "keyword"},
                           index=VectorIndex(quantization=settings.quantization, hnsw_m=settings.m if settings.hnsw else 0,
-                                            ef_construct=settings.ef_construct, on_disk=settings.on_disk),
+                                            ef_construct=settings.ef_construct, on_disk=settings.on_disk,
+                                            scan_below_kb=settings.scan_below_kb),
                           shards=settings.shards, replication=settings.replication)
 
 

@@ -147,6 +147,9 @@ class IndexSettings(BaseModel):
     on_disk: bool = False
     #: Searches stay exact while the store has allocated fewer anchor ids than this.
     exact_below: int = Field(default=0, ge=0)
+    #: Segments smaller than this (KB) are scanned rather than indexed (Qdrant's indexing threshold):
+    #: new anchors are searchable at once and indexed once they outgrow a scan.
+    scan_below_kb: int = Field(default=10_000, ge=1)
     shards: int = Field(default=1, ge=1)
     replication: int = Field(default=1, ge=1)
 

@@ -46,6 +46,8 @@ class VectorIndex:
     ef_construct: int = 100
     #: Original vectors memory-mapped from disk (quantized data stays in RAM).
     on_disk: bool = False
+    #: Segments under this size (KB) are scanned, not indexed.
+    scan_below_kb: int = 10_000
 
 
 @dataclass(frozen=True)

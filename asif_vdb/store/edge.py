@@ -466,7 +466,8 @@ def _edge_config(spec: CollectionSpec) -> Any:
     vectors = {n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot, on_disk=index.on_disk or None,
                                       quantization_config=quantization, hnsw_config=hnsw)
                for n, d in spec.dense.items()}
-    return qe.EdgeConfig(vectors=vectors, sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None)
+    return qe.EdgeConfig(vectors=vectors, sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None,
+                         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=index.scan_below_kb))
 
 
 def _search_params(mode: SearchMode) -> Any:

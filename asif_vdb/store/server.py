@@ -77,11 +77,13 @@ class QdrantServerBackend(Backend):
         if not self.client.collection_exists(name):
             self.client.create_collection(
                 name,
-                vectors_config={n: models.VectorParams(size=d, distance=models.Distance.DOT, on_disk=spec.index.on_disk)
+                vectors_config={n: models.VectorParams(size=d, distance=models.Distance.DOT, on_disk=spec.index.on_disk,
+                                                       hnsw_config=_hnsw(spec.index),
+                                                       quantization_config=_quantization(spec.index))
                                 for n, d in spec.dense.items()},
                 sparse_vectors_config={n: models.SparseVectorParams() for n in spec.sparse} or None,
-                hnsw_config=_hnsw(spec.index), quantization_config=_quantization(spec.index),
                 shard_number=spec.shards, replication_factor=spec.replication,
+                optimizers_config=models.OptimizersConfigDiff(indexing_threshold=spec.index.scan_below_kb),
             )
             for key, kind in spec.indexes.items():
                 schema = models.PayloadSchemaType.KEYWORD if kind == "keyword" else models.PayloadSchemaType.INTEGER
@@ -96,8 +98,9 @@ class QdrantServerBackend(Backend):
                 raise StoreError(f"collection {name} at {self.location} has vectors {have}, expected {spec.dense}")
             known = self._specs.get(spec.name)
             if known is not None and known.index != spec.index:  # the server rebuilds in the background
-                self.client.update_collection(name, hnsw_config=_hnsw(spec.index),
-                                              quantization_config=_quantization(spec.index) or models.Disabled.DISABLED)
+                self.client.update_collection(name, vectors_config={n: models.VectorParamsDiff(
+                    hnsw_config=_hnsw(spec.index), on_disk=spec.index.on_disk,
+                    quantization_config=_quantization(spec.index) or models.Disabled.DISABLED) for n in spec.dense})
         self._specs[spec.name] = spec
 
     # -- config ----------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""The anchor index: quantized / HNSW anchor search with exact rescoring, set per store, the same
+settings on Qdrant Edge and through qdrant-client (a server's code path, here in local mode)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import FAKE_IMAGE, FAKE_TEXT, run_cli, unit_rows
+
+from asif_vdb import AsifClient, AsifParams, InputError, StoreError
+from asif_vdb.engine.layout import ANCHORS
+from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings
+
+DI, DT = 64, 32
+
+
+def clustered(rng: np.random.Generator, n: int, d: int, centres: int = 40) -> np.ndarray:
+    """Unit vectors around a few centres, as embeddings are: neighbours that matter, a tail that does not."""
+    c = unit_rows(rng, centres, d)
+    x = c[rng.integers(0, centres, n)] + 0.35 * unit_rows(rng, n, d)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def store(path, index, n: int = 3000, seed: int = 0, **kwargs) -> tuple[AsifClient, np.random.Generator]:
+    rng = np.random.default_rng(seed)
+    kw = {"params": AsifParams(k=50), "image_identity": FAKE_IMAGE.model_copy(update={"dim": DI}),
+          "text_identity": FAKE_TEXT.model_copy(update={"dim": DT}), "index": index, **kwargs}
+    client = AsifClient(path, **kw) if path is not None else AsifClient(location=":memory:", **kw)
+    img, txt = clustered(rng, n, DI), clustered(rng, n, DT)
+    for s in range(0, n, 2000):
+        client.add_anchor_embeddings(img[s:s + 2000], txt[s:s + 2000], [{"caption": f"c{i}"} for i in range(s, min(n, s + 2000))])
+    return client, rng
+
+
+def overlap(a, b) -> float:
+    return float(np.mean([len(set(x.ids.tolist()) & set(y.ids.tolist())) / max(len(y.ids), 1) for x, y in zip(a, b)]))
+
+
+def test_hnsw_with_rescoring_agrees_with_exact_search(tmp_path) -> None:
+    settings = INDEX_PRESETS["hnsw"].model_copy(update={"m": 8, "ef_construct": 40, "scan_below_kb": 100})
+    client, rng = store(tmp_path / "s", settings)
+    built = client.optimize()
+    assert set(built) >= {ANCHORS["image"]}  # 3,000 x 64 floats: over the 100 KB scan threshold, indexed
+    queries = clustered(rng, 100, DI)
+    approx = client.engine.anchors.topk(queries, "image")
+    client.close()
+    with AsifClient(tmp_path / "s", exact_search=True) as exact_client:
+        exact = exact_client.engine.anchors.topk(queries, "image")
+    assert overlap(approx, exact) > 0.95
+    assert np.mean([a.ids[0] == e.ids[0] for a, e in zip(approx, exact)]) >= 0.99
+    for a, e in zip(approx, exact):  # rescored: every score is the exact dot product
+        truth = dict(zip(e.ids.tolist(), e.scores.tolist()))
+        shared = [i for i in a.ids.tolist() if i in truth]
+        np.testing.assert_allclose([dict(zip(a.ids.tolist(), a.scores.tolist()))[i] for i in shared],
+                                   [truth[i] for i in shared], atol=1e-6)
+
+
+def test_exact_below_keeps_a_small_store_exact_and_the_settings_persist(tmp_path) -> None:
+    settings = INDEX_PRESETS["int8"].model_copy(update={"exact_below": 10_000})
+    client, _ = store(tmp_path / "s", settings, n=2000)
+    assert client.engine.anchors.mode(50).exact
+    assert client.optimize() == {}  # nothing built below the threshold
+    client.close()
+    with AsifClient(tmp_path / "s") as reopened:
+        assert reopened.search_index() == settings
+        assert json.loads((tmp_path / "s" / "collections" / "anchor_image" / "asif_index.json").read_text())[
+            "quantization"] == "int8"
+    with pytest.raises(StoreError, match="other index settings"):
+        AsifClient(tmp_path / "s", index="hnsw")
+
+
+def test_changing_the_index_of_an_existing_store_rebuilds_it(tmp_path) -> None:
+    client, rng = store(tmp_path / "s", "exact")
+    queries = clustered(rng, 30, DI)
+    before = client.engine.anchors.topk(queries, "image")
+    seconds = client.set_search_index(INDEX_PRESETS["int8"].model_copy(update={"scan_below_kb": 100}))
+    assert ANCHORS["image"] in seconds and client.search_index().quantization == "int8"
+    assert not client.engine.anchors.mode(50).exact
+    after = client.engine.anchors.topk(queries, "image")
+    assert overlap(after, before) > 0.97  # an int8 scan, rescored with oversampling 2
+    client.close()
+    result = run_cli("index", "set", "--index", "exact", "--store", tmp_path / "s", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["index"]["quantization"] == "none"
+    with AsifClient(tmp_path / "s") as reopened:
+        assert reopened.engine.anchors.mode(50).exact
+        again = reopened.engine.anchors.topk(queries, "image")
+    assert [h.ids.tolist() for h in again] == [h.ids.tolist() for h in before]
+
+
+def test_the_server_code_path_takes_every_setting(tmp_path) -> None:
+    """qdrant-client's local mode accepts what a Qdrant server takes (its collections record the
+    per-vector ones) and searches exactly whatever is asked."""
+    settings = IndexSettings(quantization="int8", hnsw=True, m=12, on_disk=True, shards=2, replication=2)
+    client, rng = store(None, settings, n=600)
+    backend = client.engine.state.backend
+    info = backend.client.get_collection(backend._name(ANCHORS["image"])).config.params.vectors["v"]  # noqa: SLF001
+    assert info.on_disk is True and info.hnsw_config.m == 12
+    assert info.quantization_config.scalar.type.value == "int8"
+    queries = clustered(rng, 10, DI)
+    got = client.engine.anchors.topk(queries, "image")
+    want = np.argsort(-(queries @ np.stack([client.engine.anchors.vectors([i], "image")[1][0]
+                                            for i in range(600)]).T), axis=1, kind="stable")[:, :50]
+    assert overlap(got, [type(got[0])(w, np.zeros(50)) for w in want]) > 0.999
+    client.close()
+
+
+def test_bad_index_settings_are_refused() -> None:
+    with pytest.raises(InputError, match="expected one of exact, int8, hnsw"):
+        AsifClient(location=":memory:", index="fast")
+    with pytest.raises(ValueError, match="oversampling"):
+        IndexSettings(oversampling=0.5)
