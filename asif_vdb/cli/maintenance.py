@@ -35,17 +35,23 @@ def info(store: Path | None, url: str | None, api_key: str | None, as_json: bool
 @click.command()
 @store_options
 @click.option("--repair", is_flag=True, help="Fix what can be fixed (default: only check).")
+@click.option("--force", is_flag=True, help="With --repair: allow a mass deletion (of anchor halves that cannot be "
+              "rebuilt, or of lost gallery items) that the repair refuses otherwise.")
+@click.option("--drop-journal", is_flag=True, help="With --repair: drop unfinished updates that cannot be carried "
+              "out (reported by doctor); the checks that follow repair what they left.")
 @click.option("--sample", type=click.IntRange(min=1), default=None,
               help="Check the freshness of at most N candidates per modality (default: all).")
 @json_option
 @friendly
-def doctor(store: Path | None, url: str | None, api_key: str | None, repair: bool, sample: int | None,
-           as_json: bool) -> None:
+def doctor(store: Path | None, url: str | None, api_key: str | None, repair: bool, force: bool, drop_journal: bool,
+           sample: int | None, as_json: bool) -> None:
     """Check the store's invariants (complete pairs, fresh label sets and galleries, config) and,
     with --repair, fix them. Opening a store always finishes an interrupted update first; that is
     reported too. Exit code 1 when a problem remains."""
-    with open_client(store, url, api_key) as client:
-        checks = client.doctor(repair=repair, sample=sample)
+    if (force or drop_journal) and not repair:
+        raise click.UsageError("--force and --drop-journal go with --repair")
+    with open_client(store, url, api_key, for_repair=True) as client:
+        checks = client.doctor(repair=repair, sample=sample, force=force, drop_journal=drop_journal)
     healthy = all(c.healthy for c in checks)
     if as_json:
         echo_json({"healthy": healthy, "checks": [c.to_dict() for c in checks]})

@@ -13,6 +13,7 @@ the change (``record``; a deleted pair's own item goes at once) and their next s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,10 @@ from asif_vdb.engine.anchors import AnchorStore
 from asif_vdb.engine.candidates import Candidates
 from asif_vdb.engine.layout import RESERVED_PAYLOAD_KEYS, anchors_gallery_name, gallery_key, is_anchors_gallery
 from asif_vdb.engine.refresh import Refresher
+from asif_vdb.engine.set_journal import journaled
 from asif_vdb.engine.state import StoreState
 from asif_vdb.errors import InputError, NotFoundError
-from asif_vdb.schema.store import GalleryInfo, Modality
+from asif_vdb.schema.store import DropEntry, GalleryEntry, GalleryInfo, Modality
 
 
 class GalleryStore:
@@ -43,28 +45,33 @@ class GalleryStore:
         return galleries[name]
 
     def add_items(self, name: str, vectors: np.ndarray, modality: Modality,
-                  payloads: Sequence[dict[str, Any]]) -> list[int]:
+                  payloads: Sequence[dict[str, Any]], journal: bool = True) -> list[int]:
         """Append items to gallery ``name`` (created if new); returns their ids. Each payload holds
-        ``ref``. The ids are saved as allocated before anything is written, so they are never reused."""
+        ``ref``. The ids are saved as allocated before anything is written, so they are never reused.
+        The add is journaled (all of it or none of it after a crash), unless ``journal`` is False
+        because the caller journals a larger operation."""
         info = self.state.config.galleries.get(name)
         if info is not None and info.modality != modality:
             raise InputError(f"gallery {name!r} holds {info.modality}s; cannot add {modality}s to it")
         vecs = self.anchors.check_vectors(vectors, modality, f"gallery {name!r} items")
         if len(vecs) != len(payloads):
             raise InputError(f"gallery {name!r}: {len(vecs)} vectors but {len(payloads)} payloads")
+        created = info is None
         if info is None:
             info = self.state.config.galleries[name] = GalleryInfo(name=name, modality=modality)
         first = self.candidates.allocate(len(vecs))
-        self.state.save()
         ids = list(range(first, first + len(vecs)))
-        batch = self.state.tuning.rewrite_batch
-        with self.candidates.lists.saved_once():
-            for start in range(0, len(ids), batch):
-                stop = start + batch
-                self.candidates.put(gallery_key(name), ids[start:stop], vecs[start:stop], modality,
-                                    payloads[start:stop])
-        info.size = self.candidates.count_set(gallery_key(name))
-        self.state.save()
+        entry = GalleryEntry(name=name, first=first, created=created)
+        with journaled(self.state, self.candidates, entry) if journal else nullcontext():
+            self.state.save()
+            batch = self.state.tuning.rewrite_batch
+            with self.candidates.lists.saved_once():
+                for start in range(0, len(ids), batch):
+                    stop = start + batch
+                    self.candidates.put(gallery_key(name), ids[start:stop], vecs[start:stop], modality,
+                                        payloads[start:stop])
+            info.size = self.candidates.count_set(gallery_key(name))
+            self.state.save()
         return ids
 
     def delete_items(self, name: str, ids: Sequence[int]) -> int:
@@ -80,10 +87,12 @@ class GalleryStore:
         return len(found)
 
     def drop(self, name: str) -> None:
+        """Gone from the config first (in the journal's first write), then its items."""
         self.get(name)
-        self.candidates.drop_set(gallery_key(name))
         del self.state.config.galleries[name]
-        self.state.save()
+        entry = DropEntry(key=gallery_key(name))
+        with journaled(self.state, self.candidates, entry):
+            self.candidates.drop_set(entry.key)
 
     # -- the anchors galleries ---------------------------------------------------------------------
     def anchors_gallery(self, modality: Modality) -> GalleryInfo:
@@ -99,15 +108,18 @@ class GalleryStore:
     def build_anchors_gallery(self, modality: Modality) -> GalleryInfo:
         """Index the visible anchors' ``modality`` side as a gallery (one item per anchor pair)."""
         name = anchors_gallery_name(modality)
-        if name in self.state.config.galleries:
+        self.state.config.galleries.pop(name, None)
+        # One journaled operation: a crash leaves no gallery (built again at the next search), never
+        # a part of one.
+        entry = GalleryEntry(name=name, first=self.state.config.next_candidate_id, created=True)
+        with journaled(self.state, self.candidates, entry), self.candidates.lists.saved_once():
             self.candidates.drop_set(gallery_key(name))
-            del self.state.config.galleries[name]
-        with self.candidates.lists.saved_once():
             for points, vecs in self.anchors.scroll(modality):
-                self.add_items(name, vecs, modality, [anchor_item_payload(p.id, p.payload, modality) for p in points])
-        if name not in self.state.config.galleries:  # no anchors: an empty gallery, still recorded
-            self.state.config.galleries[name] = GalleryInfo(name=name, modality=modality)
-            self.state.save()
+                self.add_items(name, vecs, modality, [anchor_item_payload(p.id, p.payload, modality) for p in points],
+                               journal=False)
+            if name not in self.state.config.galleries:  # no anchors: an empty gallery, still recorded
+                self.state.config.galleries[name] = GalleryInfo(name=name, modality=modality)
+                self.state.save()
         return self.state.config.galleries[name]
 
     def record(self, added: Sequence[int], deleted: Sequence[int]) -> list[str]:

@@ -1,7 +1,7 @@
 """Stored label sets: class names x prompt templates, each prompt a candidate ranked for an image.
 
 Prompt i*T + t is template t filled with class i, stored as candidate ``first_id + i*T + t`` of the
-set key ``labels:NAME``. Building a label set from prompt embeddings is one function (``store``),
+set key ``labels_key(info)``. Building a label set from prompt embeddings is one function (``store``),
 used by creation, by a rebuild and by pruning alike.
 """
 
@@ -13,10 +13,11 @@ import numpy as np
 
 from asif_vdb.engine.candidates import Candidates
 from asif_vdb.engine.hub import HubStatistics
-from asif_vdb.engine.layout import label_set_key
+from asif_vdb.engine.layout import labels_key, new_labels_key
+from asif_vdb.engine.set_journal import journaled
 from asif_vdb.engine.state import StoreState
 from asif_vdb.errors import InputError, NotFoundError, StoreError
-from asif_vdb.schema.store import LabelSetInfo, Normalise
+from asif_vdb.schema.store import DropEntry, LabelSetEntry, LabelSetInfo, Normalise
 
 
 class LabelSetStore:
@@ -42,20 +43,22 @@ class LabelSetStore:
         name; ``info.first_id`` is allocated here. Returns the stored record."""
         if len(prompts) != info.n_candidates or len(vectors) != info.n_candidates:
             raise StoreError(f"label set {info.name!r}: {len(vectors)} prompt vectors for {info.n_candidates} prompts")
-        key = label_set_key(info.name)
-        if info.name in self.state.config.label_sets:
-            self.candidates.drop_set(key)
-            del self.state.config.label_sets[info.name]
+        old = self.state.config.label_sets.get(info.name)
         info.first_id = self.candidates.allocate(info.n_candidates)
-        self.state.save()
+        info.key = new_labels_key(info.first_id)
         ids = list(range(info.first_id, info.first_id + info.n_candidates))
         n_t = len(info.templates)
         payloads = [{"class": i // n_t, "text": t} for i, t in enumerate(prompts)]
-        self.candidates.put(key, ids, vectors, "text", payloads)
-        if info.normalise == "hub":
-            self.hub.label_set(info)
-        self.state.config.label_sets[info.name] = info
-        self.state.save()
+        # Written beside the set it replaces, then switched to in one config write (set_journal.py).
+        entry = LabelSetEntry(name=info.name, key=info.key, old=labels_key(old) if old is not None else None)
+        with journaled(self.state, self.candidates, entry):
+            self.candidates.put(info.key, ids, vectors, "text", payloads)
+            if info.normalise == "hub":
+                self.hub.label_set(info)
+            self.state.config.label_sets[info.name] = info
+            self.state.save()
+            if entry.old is not None:
+                self.candidates.drop_set(entry.old)
         return info
 
     def prompt_vectors(self, info: LabelSetInfo) -> np.ndarray:
@@ -67,10 +70,12 @@ class LabelSetStore:
         return np.stack([got[i] for i in ids])
 
     def drop(self, name: str) -> None:
-        self.get(name)
-        self.candidates.drop_set(label_set_key(name))
+        """Gone from the config first (in the journal's first write), then its prompts."""
+        info = self.get(name)
         del self.state.config.label_sets[name]
-        self.state.save()
+        entry = DropEntry(key=labels_key(info))
+        with journaled(self.state, self.candidates, entry):
+            self.candidates.drop_set(entry.key)
 
     def set_normalise(self, name: str, normalise: Normalise) -> LabelSetInfo:
         """Turn hub normalisation of a label set on (computing its statistics) or off."""

@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from asif_vdb.engine.anchors import AnchorQuery
 from asif_vdb.engine.engine import Engine
 from asif_vdb.engine.hub import other_modality
-from asif_vdb.engine.layout import gallery_key, label_set_key
+from asif_vdb.engine.layout import gallery_key, labels_key
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.features.label_sets import class_scores, prompts
 from asif_vdb.maths import relative
@@ -103,7 +103,7 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
     query = engine.anchors.query(image_vector, "image", "query image")
     if query.rel.shape[0] != 1:
         raise InputError(f"explain takes one image, got {query.rel.shape[0]}")
-    scores = class_scores(engine.candidates.rank(query.rel, label_set_key(info.name), info.n_candidates), info)[0]
+    scores = class_scores(engine.candidates.rank(query.rel, labels_key(info), info.n_candidates), info)[0]
     order = np.argsort(-scores, kind="stable")[: min(top, len(info.classes))]
     n_t, n_coords = len(info.templates), engine.state.n_coords
     texts_all = prompts(info.classes, info.templates)

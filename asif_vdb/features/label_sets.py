@@ -13,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from asif_vdb.engine.engine import Engine
-from asif_vdb.engine.layout import label_set_key
+from asif_vdb.engine.layout import labels_key
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.features.session import Session
 from asif_vdb.features.templates import fill, load_templates
@@ -87,7 +87,7 @@ def class_scores(hits: Sequence[Hits], info: LabelSetInfo) -> np.ndarray:
 def scores_and_coverage(engine: Engine, info: LabelSetInfo, image_vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Class scores of a label set and each image's anchor coverage, from one query per image."""
     q = engine.anchors.query(image_vectors, "image", "image queries")
-    ranked = engine.candidates.rank(q.rel, label_set_key(info.name), info.n_candidates)
+    ranked = engine.candidates.rank(q.rel, labels_key(info), info.n_candidates)
     params = engine.config.params
     return class_scores(ranked, info), coverage([h.scores for h in q.hits], params.k, params.p)
 

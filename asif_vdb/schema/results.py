@@ -181,11 +181,18 @@ class RecoveryReport(Result):
     refreshed: int = 0
     searched: int = 0
     transform_finished: list[str] = Field(default_factory=list)
+    #: Label sets and galleries whose interrupted creation, replacement or deletion was finished /
+    #: rolled back (``label set NAME``, ``gallery NAME``).
+    sets_finished: list[str] = Field(default_factory=list)
+    sets_rolled_back: list[str] = Field(default_factory=list)
+    #: Journal entries that could not be carried out (each with the reason): they stay, queries
+    #: refuse, and ``asif doctor --repair --drop-journal`` drops them.
+    failed: list[str] = Field(default_factory=list)
 
     @property
     def anything(self) -> bool:
         return any((self.completed, self.rolled_back, self.deleted, self.refreshed, self.searched,
-                    self.transform_finished))
+                    self.transform_finished, self.sets_finished, self.sets_rolled_back, self.failed))
 
     def describe(self) -> str:
         parts = []
@@ -196,4 +203,7 @@ class RecoveryReport(Result):
                             (self.transform_finished, "finished refitting the transform of {} modality(ies)")):
             if value:
                 parts.append(what.format(len(value) if isinstance(value, list) else value))
+        parts += [f"finished {what}" for what in self.sets_finished]
+        parts += [f"rolled back the unfinished write of {what}" for what in self.sets_rolled_back]
+        parts += [f"could not carry out {what}" for what in self.failed]
         return "; ".join(parts)

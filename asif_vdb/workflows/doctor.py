@@ -13,78 +13,52 @@ from __future__ import annotations
 
 import numpy as np
 
+from asif_vdb.engine import integrity
 from asif_vdb.engine.engine import Engine
-from asif_vdb.engine.layout import ANCHORS, CANDIDATES, MODALITIES, gallery_key, label_set_key
+from asif_vdb.engine.layout import CANDIDATES, MODALITIES, gallery_key, labels_key
 from asif_vdb.features import label_sets
 from asif_vdb.features.session import Session
 from asif_vdb.maths.anchor_lists import AnchorList, rel_matrix
 from asif_vdb.schema.results import Check
-from asif_vdb.store.base import Filter
+from asif_vdb.workflows import repairs
 
 
 def run(session: Session, *, repair: bool = False, sample: int | None = None, tol: float = 1e-5,
-        seed: int = 0) -> list[Check]:
-    """All checks, in order; with ``repair`` each problem found is fixed where possible."""
+        seed: int = 0, force: bool = False, drop_journal: bool = False) -> list[Check]:
+    """All checks, in order; with ``repair`` each problem found is fixed where possible. A repair
+    never deletes many anchor pairs or gallery items (see ``mass``) unless ``force`` is set, and drops
+    journal entries that cannot be carried out only with ``drop_journal``."""
+    restored = None
+    if session.engine is None:
+        check = repairs.config_check(session, repair)
+        if session.engine is None or not check.repaired:
+            return [check]
+        restored = check
     engine = session.engine
-    if engine is None:
-        exists = any(session.backend.has_collection(n) for n in (*ANCHORS.values(), CANDIDATES))
-        return [Check(name="config", ok=not exists,
-                      detail="collections exist but the config document is missing: the store cannot be read "
-                      "(its encoders are unknown)" if exists else "empty store (no config yet)")]
+    assert engine is not None
+    engine.state.damage = None  # what made queries refuse is checked (and repaired) below
     c = engine.config
-    checks = [Check(name="config", ok=True, detail=f"present (schema {c.schema_version}, k={c.params.k}, p={c.params.p})")]
+    checks = [restored or Check(name="config", ok=True,
+                                detail=f"present (schema {c.schema_version}, k={c.params.k}, p={c.params.p})")]
     did = session.recovery
     checks.append(Check(name="recovery on open", ok=not did.anything,
                         detail="nothing to recover" if not did.anything else "an interrupted update was found",
-                        repaired=did.describe() if did.anything else ""))
-    checks.append(_journal(engine, repair))
-    checks.append(_pairs(engine, repair))
-    checks.extend(_sets(session, engine, repair))
+                        repaired=did.describe() if did.anything and not did.failed else ""))
+    checks.append(repairs.journal_check(engine, repair, drop_journal))
+    checks.append(repairs.pairs_check(session, engine, repair, force))
+    checks.extend(_sets(session, engine, repair, force))
     checks.append(_derived(engine, repair))
     checks.append(_fresh(engine, repair, sample, tol, seed))
+    engine.state.damage = integrity.damage(engine.state)
     return checks
 
 
-def _journal(engine: Engine, repair: bool) -> Check:
-    if not engine.config.journal:
-        return Check(name="journal", ok=True, detail="no unfinished update")
-    detail = f"{len(engine.config.journal)} unfinished update(s)"
-    return Check(name="journal", ok=False, detail=detail,
-                 repaired=(engine.recover().describe() or "cleared") if repair else "")
-
-
-def _ids(engine: Engine, collection: str, where: Filter | None = None) -> set[int]:
-    return {p.id for b in engine.state.backend.scroll(collection, where, with_payload=False) for p in b}
-
-
-def _pairs(engine: Engine, repair: bool) -> Check:
-    sides = {m: _ids(engine, ANCHORS[m]) for m in MODALITIES}
-    hidden = set().union(*(_ids(engine, n, Filter.where(ok=0)) for n in ANCHORS.values()))
-    lone = sorted(sides["image"] ^ sides["text"])
-    complete = len(sides["image"] & sides["text"])
-    too_high = [i for i in sides["image"] | sides["text"] if i >= engine.config.next_anchor_id]
-    if not lone and not hidden and not too_high:
-        return Check(name="anchor pairs", ok=True, detail=f"{complete} complete pairs, all visible")
-    detail = f"{complete} pairs; {len(lone)} lone half(s), {len(hidden)} hidden (ok=0), " \
-             f"{len(too_high)} id(s) beyond the config's counter"
-    if not repair:
-        return Check(name="anchor pairs", ok=False, detail=detail)
-    done = engine.recover()  # hidden pairs: completed when whole, rolled back when not
-    engine.delete_pairs(lone)
-    if too_high:
-        engine.config.next_anchor_id = max(too_high) + 1
-        engine.state.save()
-    return Check(name="anchor pairs", ok=False, detail=detail,
-                 repaired=f"{done.describe() or 'no hidden pair left'}; deleted {len(lone)} lone half(s)"
-                 + ("; advanced the id counter" if too_high else ""))
-
-
-def _sets(session: Session, engine: Engine, repair: bool) -> list[Check]:
+def _sets(session: Session, engine: Engine, repair: bool, force: bool) -> list[Check]:
     out = []
     counts = engine.candidates.set_counts()
     known = set()
     for name, info in list(engine.config.label_sets.items()):
-        key = label_set_key(name)
+        key = labels_key(info)
         known.add(key)
         have = counts.get(key, 0)
         if have == info.n_candidates:
@@ -107,22 +81,16 @@ def _sets(session: Session, engine: Engine, repair: bool) -> list[Check]:
         if have == ginfo.size:
             out.append(Check(name=f"gallery {name}", ok=True, detail=f"{have} {ginfo.modality} items"))
             continue
-        fixed = ""
-        if repair:
+        detail, fixed, lost = f"{have} items stored, the config says {ginfo.size}", "", ginfo.size - have
+        if repair:  # nothing is deleted: a loss (a damaged collection) is said, not hidden
             ginfo.size = have
             engine.state.save()
-            fixed = "recorded the stored size"
-        out.append(Check(name=f"gallery {name}", ok=False, detail=f"{have} items stored, the config says {ginfo.size}",
-                         repaired=fixed))
+            fixed = "recorded the stored size" + (f" ({lost} item(s) the config counted are not stored: "
+                                                  "add them again)" if lost > 0 else "")
+        out.append(Check(name=f"gallery {name}", ok=False, detail=detail, repaired=fixed))
     orphans = {k: n for k, n in counts.items() if k not in known}
     if orphans:
-        detail = ", ".join(f"{k or '(no set)'}: {n}" for k, n in sorted(orphans.items()))
-        fixed = ""
-        if repair:
-            for key in orphans:
-                engine.candidates.drop_set(key)
-            fixed = "deleted"
-        out.append(Check(name="candidates of unknown sets", ok=False, detail=detail, repaired=fixed))
+        out.append(repairs.orphans_check(engine, orphans, repair, force))
     else:
         out.append(Check(name="candidates of unknown sets", ok=True, detail="none"))
     return out
