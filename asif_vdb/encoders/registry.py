@@ -8,7 +8,7 @@ from asif_vdb.encoders.base import Encoder
 from asif_vdb.encoders.precision import requested as requested_precision
 from asif_vdb.encoders.st_text import SentenceTransformerTextEncoder
 from asif_vdb.encoders.timm_image import TimmImageEncoder
-from asif_vdb.errors import InputError
+from asif_vdb.errors import AsifError, InputError
 from asif_vdb.schema.encoders import EncoderSpec
 
 #: Family -> factory. The model libraries are imported when an encoder is built, not before.
@@ -23,7 +23,13 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
     """Build the encoder a spec names; unknown families list what exists."""
     if spec.family not in FACTORIES:
         raise InputError(f"unknown encoder family {spec.family!r}; known: {', '.join(sorted(FACTORIES))}")
-    return FACTORIES[spec.family](spec)
+    try:
+        return FACTORIES[spec.family](spec)
+    except AsifError:
+        raise
+    except Exception as e:  # a model not available offline, weights that are not a checkpoint, ...
+        reason = " ".join(str(e).split())[:300] or type(e).__name__
+        raise InputError(f"cannot load the {spec.family} encoder {spec.describe()}: {reason}") from e
 
 
 def get_encoder(spec: EncoderSpec) -> Encoder:

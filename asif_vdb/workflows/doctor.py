@@ -44,11 +44,12 @@ def run(session: Session, *, repair: bool = False, sample: int | None = None, to
     checks.append(Check(name="recovery on open", ok=not did.anything,
                         detail="nothing to recover" if not did.anything else "an interrupted update was found",
                         repaired=did.describe() if did.anything and not did.failed else ""))
-    checks.append(repairs.journal_check(engine, repair, drop_journal))
-    checks.append(repairs.pairs_check(session, engine, repair, force))
-    checks.extend(_sets(session, engine, repair, force))
-    checks.append(_derived(engine, repair))
-    checks.append(_fresh(engine, repair, sample, tol, seed))
+    with engine.state.updating():  # doctor reads what queries refuse to (it reports it)
+        checks.append(repairs.journal_check(engine, repair, drop_journal))
+        checks.append(repairs.pairs_check(session, engine, repair, force))
+        checks.extend(_sets(session, engine, repair, force))
+        checks.append(_derived(engine, repair))
+        checks.append(_fresh(engine, repair, sample, tol, seed))
     engine.state.damage = integrity.damage(engine.state)
     return checks
 
