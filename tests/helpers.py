@@ -321,3 +321,34 @@ def anchor_data(n: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, lis
     """n structured pairs of the default encoders' dimensions (1280-d images, 384-d captions)."""
     rng = np.random.default_rng(seed)
     return structured(rng, n, 1280), structured(rng, n, 384), [{"caption": f"pair {i}"} for i in range(n)]
+
+
+# -- fault injection (test_fault_injection.py) --------------------------------------------------------
+#: Backend calls that write: a kill -9 may fall before or after any of them.
+WRITE_CALLS = ("upsert", "insert_sparse", "replace_sparse", "update_vectors", "set_payload", "delete", "delete_where",
+               "write_config", "write_blob", "drop_collection", "ensure_collection")
+
+
+def kill_at_write(backend: Any, nth: int | None, when: str = "after") -> list[str]:
+    """Count the backend's write calls; with ``nth``, SIGKILL this process before or after the nth
+    (the closest thing to pulling the plug: nothing is flushed or cleaned up). Returns the list the
+    calls are recorded in."""
+    import os
+    import signal
+
+    calls: list[str] = []
+    for method in WRITE_CALLS:
+        real = getattr(backend, method)
+
+        def wrapper(*args: Any, _real: Any = real, _method: str = method, **kwargs: Any) -> Any:
+            calls.append(_method)
+            mine = len(calls)  # a call may make others (counted too) before it returns
+            if mine == nth and when == "before":
+                os.kill(os.getpid(), signal.SIGKILL)
+            out = _real(*args, **kwargs)
+            if mine == nth:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return out
+
+        setattr(backend, method, wrapper)
+    return calls
