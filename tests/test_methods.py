@@ -15,7 +15,7 @@ from asif_vdb.maths.hub import MIN_STD, hub_normalise_rows, hub_statistics, refe
 from asif_vdb.maths.transforms import Transform, fit_transform, signed_power
 
 K, P = 12, 2.0
-PARAMS = AsifParams(k=K, p=P)
+PARAMS = AsifParams(k=K, p=P, method="plain")  # the methods one by one, as the user sets them
 IMAGE_T = {"power": 0.5, "whiten": 3.0}
 TEXT_T = {"whiten": 1.0}
 CLASSES = ["dog", "cat", "bird", "ship"]

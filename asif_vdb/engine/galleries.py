@@ -58,7 +58,8 @@ class GalleryStore:
             raise InputError(f"gallery {name!r}: {len(vecs)} vectors but {len(payloads)} payloads")
         created = info is None
         if info is None:
-            info = self.state.config.galleries[name] = GalleryInfo(name=name, modality=modality)
+            info = self.state.config.galleries[name] = GalleryInfo(
+                name=name, modality=modality, normalise="none" if is_anchors_gallery(name) else "auto")
         first = self.candidates.allocate(len(vecs))
         ids = list(range(first, first + len(vecs)))
         entry = GalleryEntry(name=name, first=first, created=created)

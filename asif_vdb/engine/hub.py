@@ -66,8 +66,8 @@ class HubStatistics:
     def refresh_all(self) -> None:
         """Recompute the statistics of every hub-normalised label set and gallery."""
         config = self.state.config
-        sets = [i for i in config.label_sets.values() if i.normalise == "hub"]
-        galleries = [g for g in config.galleries.values() if g.normalise == "hub"]
+        sets = [i for i in config.label_sets.values() if config.hub_on(i.normalise)]
+        galleries = [g for g in config.galleries.values() if config.hub_on(g.normalise)]
         if not (sets or galleries) or self.anchors.count() == 0:
             return
         references: dict[Modality, sp.csr_matrix] = {}

@@ -53,7 +53,7 @@ class LabelSetStore:
         entry = LabelSetEntry(name=info.name, key=info.key, old=labels_key(old) if old is not None else None)
         with journaled(self.state, self.candidates, entry):
             self.candidates.put(info.key, ids, vectors, "text", payloads)
-            if info.normalise == "hub":
+            if self.state.config.hub_on(info.normalise):
                 self.hub.label_set(info)
             self.state.config.label_sets[info.name] = info
             self.state.save()
@@ -82,7 +82,7 @@ class LabelSetStore:
         check_normalise(normalise)
         info = self.get(name)
         info.normalise = normalise
-        if normalise == "hub":
+        if self.state.config.hub_on(normalise):
             self.hub.label_set(info)
         else:
             info.hub_mean = info.hub_std = None
@@ -91,6 +91,6 @@ class LabelSetStore:
 
 
 def check_normalise(normalise: str) -> Normalise:
-    if normalise in ("none", "hub"):
+    if normalise in ("none", "hub", "auto"):
         return cast(Normalise, normalise)
-    raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
+    raise InputError(f"normalise must be 'none', 'hub' or 'auto', got {normalise!r}")

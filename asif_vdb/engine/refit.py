@@ -22,6 +22,7 @@ from asif_vdb.engine.layout import ANCHORS, CANDIDATES, MODALITIES, REFIT_MARK, 
 from asif_vdb.engine.state import StoreState
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.maths.transforms import ZERO_NORM, Transform, fit_transform
+from asif_vdb.schema.params import AsifParams
 from asif_vdb.schema.store import Modality, RefitEntry, TransformInfo
 from asif_vdb.store.base import PointData
 
@@ -41,10 +42,11 @@ class Refitter:
         self.candidates = candidates
         self.hub = hub
 
-    def prepare(self, options: dict[str, TransformOptions]) -> RefitEntry:
+    def prepare(self, options: dict[str, TransformOptions], params: AsifParams | None = None) -> RefitEntry:
         """Fit (or remove, with None) the transform of each modality named in ``options`` on the
         visible anchors and write its arrays to the free slot; returns the journal entry of the
-        refit. Everything that can be refused is refused here, before the journal."""
+        refit (which switches the store to ``params`` too, when given). Everything that can be
+        refused is refused here, before the journal."""
         if self.state.config.journal:
             raise StoreError(f"store {self.state.location} has an unfinished update: reopen it or run "
                              "`asif doctor --repair` first")
@@ -82,7 +84,7 @@ class Refitter:
             record = new[m]
             assert record is not None
             self.space.save(m, t, record.slot)
-        return RefitEntry(gen=time.time_ns(), phase="anchors", new=new)
+        return RefitEntry(gen=time.time_ns(), phase="anchors", new=new, params=params)
 
     def finish(self, entry: RefitEntry) -> None:
         """Carry a journaled refit to its end: anchors not yet marked with its ``gen`` are rewritten
@@ -96,6 +98,8 @@ class Refitter:
                     self.state.config.transforms[m] = info
                 else:
                     self.state.config.transforms.pop(m, None)
+            if entry.params is not None:
+                self.state.config.params = entry.params
             entry.phase = "candidates"
             self.state.save()
             self.space.reload()

@@ -106,7 +106,7 @@ class Refresher:
     def _update_group(self, group: Group, deleted: np.ndarray, new_ids: np.ndarray, new_vecs: np.ndarray,
                       report: RefreshReport) -> list[tuple[int, AnchorList]]:
         """(row, new list) for every candidate of one modality whose list changes."""
-        k, eps = self.state.config.params.k, self.state.tuning.eps
+        k, eps = self.state.config.params.stored_k, self.state.tuning.eps
         K = depth(k)
         t = time.perf_counter()
         lists = group.lists

@@ -103,7 +103,8 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
     query = engine.anchors.query(image_vector, "image", "query image")
     if query.rel.shape[0] != 1:
         raise InputError(f"explain takes one image, got {query.rel.shape[0]}")
-    scores = class_scores(engine.candidates.rank(query.rel, labels_key(info), info.n_candidates), info)[0]
+    scores = class_scores(engine.candidates.rank(query.rel, labels_key(info), info.n_candidates), info,
+                          engine.config.hub_on(info.normalise))[0]
     order = np.argsort(-scores, kind="stable")[: min(top, len(info.classes))]
     n_t, n_coords = len(info.templates), engine.state.n_coords
     texts_all = prompts(info.classes, info.templates)

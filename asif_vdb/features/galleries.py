@@ -114,7 +114,7 @@ def rank(engine: Engine, info: GalleryInfo, queries: sp.csr_matrix, top: int) ->
     """The ``top`` items of a gallery for each query relative vector, best first (zero scores left out)."""
     if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
         raise InputError(f"top must be a positive integer, got {top!r}")
-    if info.normalise == "hub":
+    if engine.config.hub_on(info.normalise):
         return _rank_hub(engine, info, queries, int(top))
     hits = engine.candidates.rank(queries, gallery_key(info.name), int(top), with_payload=True)
     anchors = is_anchors_gallery(info.name)

@@ -7,12 +7,13 @@ normalised when the label set is. ``maths.calibration.is_unknown`` decides "unkn
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
 
 from asif_vdb.engine.engine import Engine
+from asif_vdb.engine.label_sets import check_normalise
 from asif_vdb.engine.layout import labels_key
 from asif_vdb.errors import InputError, StoreError
 from asif_vdb.features.session import Session
@@ -27,21 +28,32 @@ from asif_vdb.store.base import Hits
 Threshold = float | None | Literal["stored"]
 
 
-def check_classes(classes: Sequence[str] | str) -> list[str]:
-    """Class names: a list of non-empty, distinct strings."""
+Classes = Sequence[str] | Mapping[str, str]
+
+
+def check_classes(classes: Classes | str) -> tuple[list[str], list[str] | None]:
+    """(display names, class ids or None): a list of non-empty, distinct names (they are the ids), or
+    a mapping of distinct non-empty ids to non-empty names, which may repeat (ImageNet has two
+    "crane" classes: a bird and a machine)."""
     if isinstance(classes, str):
         raise InputError(f"classes must be a list of names, got the string {classes[:40]!r}")
-    out = []
-    for i, c in enumerate(classes):
+    ids = [str(i) for i in classes] if isinstance(classes, Mapping) else None
+    names = list(classes.values()) if isinstance(classes, Mapping) else list(classes)
+    for i, c in enumerate(names):
         if not isinstance(c, str) or not c.strip():
             raise InputError(f"class #{i} must be a non-empty name, got {c!r}")
-        out.append(c)
-    if not out:
+    if not names:
         raise InputError("a label set needs at least one class name")
-    dupes = sorted({c for c in out if out.count(c) > 1})
+    if ids is not None:
+        blank = [i for i in ids if not i.strip()]
+        if blank:
+            raise InputError("a class id must be a non-empty string")
+        return names, ids
+    dupes = sorted({c for c in names if names.count(c) > 1})
     if dupes:
-        raise InputError(f"class names are repeated: {', '.join(dupes)}")
-    return out
+        raise InputError(f"class names are repeated: {', '.join(dupes)}; give each class an id (a mapping of id "
+                         "to name, or ID<TAB>NAME lines in a class file) to keep classes that share a name")
+    return names, None
 
 
 def prompts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -49,34 +61,33 @@ def prompts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
     return [fill(t, c) for c in classes for t in templates]
 
 
-def create(session: Session, name: str, classes: Sequence[str] | str, templates: str | Sequence[str] | None = None,
+def create(session: Session, name: str, classes: Classes | str, templates: str | Sequence[str] | None = None,
            *, aggregate: Literal["max", "mean"] = "max", replace: bool = True,
-           normalise: Normalise = "none") -> LabelSetInfo:
+           normalise: Normalise = "auto") -> LabelSetInfo:
     """Encode the class prompts and store the label set (see ``AsifClient.create_label_set``)."""
     if not isinstance(name, str) or not name.strip():
         raise InputError("a label set needs a non-empty name")
     if aggregate not in ("max", "mean"):
         raise InputError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
-    if normalise not in ("none", "hub"):
-        raise InputError(f"normalise must be 'none' or 'hub', got {normalise!r}")
-    names = check_classes(classes)
+    check_normalise(normalise)
+    names, ids = check_classes(classes)
     tmpl = load_templates(templates)
     engine = session.writable()
     if name in engine.config.label_sets and not replace:
         raise InputError(f"label set {name!r} exists; pass replace=True to rebuild it")
-    info = LabelSetInfo(name=name, classes=names, templates=tmpl, aggregate=aggregate, normalise=normalise)
+    info = LabelSetInfo(name=name, classes=names, ids=ids, templates=tmpl, aggregate=aggregate, normalise=normalise)
     texts = prompts(names, tmpl)
     return engine.label_sets.store(info, texts, session.encode_texts(texts))
 
 
-def class_scores(hits: Sequence[Hits], info: LabelSetInfo) -> np.ndarray:
+def class_scores(hits: Sequence[Hits], info: LabelSetInfo, hub: bool) -> np.ndarray:
     """(n_queries, n_classes) scores from prompt hits: max (the paper) or mean over templates,
-    hub-normalised when the label set is. Prompts a query shares no anchor with score 0."""
+    hub-normalised when ``hub`` (the store's ``hub_on``). Prompts a query shares no anchor with score 0."""
     n_c, n_t = len(info.classes), len(info.templates)
     per_prompt = np.zeros((len(hits), n_c * n_t), dtype=np.float32)
     for row, h in enumerate(hits):
         per_prompt[row, h.ids - info.first_id] = h.scores
-    if info.normalise == "hub":
+    if hub:
         if info.hub_mean is None or info.hub_std is None or len(info.hub_mean) != per_prompt.shape[1]:
             raise StoreError(f"label set {info.name!r} is hub-normalised but has no statistics: rebuild it")
         per_prompt = hub_normalise_rows(per_prompt, np.asarray(info.hub_mean), np.asarray(info.hub_std))
@@ -89,19 +100,20 @@ def scores_and_coverage(engine: Engine, info: LabelSetInfo, image_vectors: np.nd
     q = engine.anchors.query(image_vectors, "image", "image queries")
     ranked = engine.candidates.rank(q.rel, labels_key(info), info.n_candidates)
     params = engine.config.params
-    return class_scores(ranked, info), coverage([h.scores for h in q.hits], params.k, params.p)
+    return class_scores(ranked, info, engine.config.hub_on(info.normalise)), coverage([h.scores for h in q.hits], params.k, params.p)
 
 
 def top_predictions(scores: np.ndarray, classes: Sequence[str], top: int, threshold: float | None = None,
-                    cover: np.ndarray | None = None, coverage_threshold: float | None = None) -> list[Classification]:
-    """The ``top`` classes of each row, best first, with the "unknown" decision."""
+                    cover: np.ndarray | None = None, coverage_threshold: float | None = None,
+                    ids: Sequence[str] | None = None) -> list[Classification]:
+    """The ``top`` classes of each row, best first (by id and name), with the "unknown" decision."""
     if not isinstance(top, (int, np.integer)) or isinstance(top, bool) or top < 1:
         raise InputError(f"top must be a positive integer, got {top!r}")
     top = min(int(top), len(classes))
     order = np.argsort(-scores, axis=1, kind="stable")[:, :top]
     out = []
     for row, idx in enumerate(order):
-        preds = [Prediction(label=classes[i], score=float(scores[row, i])) for i in idx]
+        preds = [Prediction(label=classes[i], id=(ids or classes)[i], score=float(scores[row, i])) for i in idx]
         unknown = is_unknown(preds[0].score, threshold, None if cover is None else float(cover[row]), coverage_threshold)
         out.append(Classification(predictions=preds, unknown=unknown, threshold=threshold))
     return out
@@ -116,7 +128,7 @@ def classify_embeddings(session: Session, image_vectors: np.ndarray, label_set: 
     limit = info.threshold if threshold == "stored" else threshold
     cover_limit = info.coverage_threshold if threshold == "stored" else None
     scores, cover = scores_and_coverage(engine, info, image_vectors)
-    return top_predictions(scores, info.classes, top, limit, cover, cover_limit)
+    return top_predictions(scores, info.classes, top, limit, cover, cover_limit, info.ids)
 
 
 def classify(session: Session, images: Sequence[object], label_set: str, top: int = 5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -50,5 +51,29 @@ def _load_named(spec: str) -> list[str]:
     raise InputError(f"templates {spec!r}: not a built-in list ({', '.join(names)}), a file, or a template")
 
 
+#: "a"/"an" right before the placeholder: the article is chosen by the class name.
+ARTICLE = re.compile(r"\b([Aa])n? (?=\{c?\})")
+#: Words that start with a vowel letter and a consonant sound ("a unicorn", "a one-way street").
+CONSONANT_SOUND = re.compile(r"^(uni|use|usu|uti|ure|uro|eu|ewe|one\b|once\b|ouija)", re.IGNORECASE)
+#: Words that start with a silent h ("an hour").
+VOWEL_SOUND = re.compile(r"^(hour|honest|honou?r|heir)", re.IGNORECASE)
+
+
+def article(word: str) -> str:
+    """"an" before a vowel sound, else "a" (spelling rules with the common exceptions)."""
+    w = word.strip()
+    if VOWEL_SOUND.match(w):
+        return "an"
+    if not w or w[0].lower() not in "aeiou" or CONSONANT_SOUND.match(w):
+        return "a"
+    return "an"
+
+
 def fill(template: str, class_name: str) -> str:
-    return template.replace("{c}", class_name).replace("{}", class_name)
+    """The template with the class name in place of ``{}`` (or ``{c}``), and an "a"/"an" right before
+    it agreeing with the name ("a photo of an airplane.")."""
+    def agree(m: re.Match[str]) -> str:
+        art = article(class_name)
+        return (art.capitalize() if m.group(1) == "A" else art) + " "
+
+    return ARTICLE.sub(agree, template).replace("{c}", class_name).replace("{}", class_name)

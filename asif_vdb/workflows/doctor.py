@@ -39,7 +39,7 @@ def run(session: Session, *, repair: bool = False, sample: int | None = None, to
     engine.state.damage = None  # what made queries refuse is checked (and repaired) below
     c = engine.config
     checks = [restored or Check(name="config", ok=True,
-                                detail=f"present (schema {c.schema_version}, k={c.params.k}, p={c.params.p})")]
+                                detail=f"present (schema {c.schema_version}, {c.params.describe()})")]
     did = session.recovery
     checks.append(Check(name="recovery on open", ok=not did.anything,
                         detail="nothing to recover" if not did.anything else "an interrupted update was found",
@@ -69,7 +69,8 @@ def _sets(session: Session, engine: Engine, repair: bool, force: bool) -> list[C
         detail = f"{have} prompts stored, the config says {info.n_candidates}"
         fixed = ""
         if repair:  # encodes the prompts again (loads the text encoder); keeps the calibrated thresholds
-            new = label_sets.create(session, name, info.classes, info.templates, aggregate=info.aggregate,
+            classes = info.classes if info.ids is None else dict(zip(info.ids, info.classes))
+            new = label_sets.create(session, name, classes, info.templates, aggregate=info.aggregate,
                                     normalise=info.normalise)
             new.threshold, new.coverage_threshold = info.threshold, info.coverage_threshold
             engine.state.save()
@@ -118,7 +119,7 @@ def _derived(engine: Engine, repair: bool) -> Check:
 
 def _fresh(engine: Engine, repair: bool, sample: int | None, tol: float, seed: int) -> Check:
     """Recompute relative vectors (one top-K search each) and compare with what is stored."""
-    k, p = engine.config.params.k, engine.config.params.p
+    k, p = engine.config.params.stored_k, engine.config.params.p
     stale: list[int] = []
     lists_of: dict[int, AnchorList] = {}
     checked = 0

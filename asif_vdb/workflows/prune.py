@@ -107,7 +107,8 @@ def prune_store(
         importance = anchor_importance(engine, info, query_vectors, query_labels, method)
     kept = choose(importance, visible, keep)
     k_new = k or min(engine.config.params.k, max(1, keep // 10))
-    written = _write_store(engine, info, kept, target, AsifParams(k=k_new, p=engine.config.params.p))
+    written = _write_store(engine, info, kept, target, engine.config.params.model_copy(update={"k": k_new,
+                                                                                             "candidate_k": None}))
     report: dict[str, object] = {
         "store": str(target), "label_set": label_set, "kept": int(keep), "of": int(len(visible)),
         "fraction": round(keep / len(visible), 4), "k": k_new,
@@ -152,7 +153,7 @@ def _write_store(engine: Engine, info: LabelSetInfo, kept: np.ndarray, out: Path
             _, new_ids, _ = new.add_pairs(np.stack([rows["image"][i][1] for i in ids]),
                                           np.stack([rows["text"][i][1] for i in ids]), payloads)
             written += len(new_ids)
-        copy = LabelSetInfo(name=info.name, classes=info.classes, templates=info.templates, aggregate=info.aggregate,
+        copy = LabelSetInfo(name=info.name, classes=info.classes, ids=info.ids, templates=info.templates, aggregate=info.aggregate,
                             normalise=info.normalise)
         new.label_sets.store(copy, label_sets.prompts(info.classes, info.templates),
                              engine.label_sets.prompt_vectors(info))
