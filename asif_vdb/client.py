@@ -12,7 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from asif_vdb.encoders import Encoder, parse_spec
-from asif_vdb.encoders.images import ImageInput, image_reference
+from asif_vdb.encoders.images import ImageInput, as_inputs, image_reference
 from asif_vdb.engine.engine import Engine
 from asif_vdb.engine.method import params_after
 from asif_vdb.features import anchors, coverage, explain, galleries, label_sets, store_info
@@ -116,17 +116,17 @@ class AsifClient:
 
     def encode_images(self, images: Sequence[ImageInput] | ImageInput, *, progress: bool = False) -> np.ndarray:
         """Unit embeddings of images (paths, PIL images, arrays or encoded bytes)."""
-        return self._session.encode_images(_as_list(images), progress=progress)
+        return self._session.encode_images(as_inputs(images), progress=progress)
 
     def encode_images_skipping(self, images: Sequence[ImageInput], *,
                                progress: bool = False) -> tuple[np.ndarray, list[int], dict[int, str]]:
         """Encode the images that can be decoded: (their vectors, their positions, position -> why each
         other image was skipped)."""
-        return self._session.encode_images_skipping(_as_list(images), progress=progress)
+        return self._session.encode_images_skipping(as_inputs(images), progress=progress)
 
     def encode_texts(self, texts: Sequence[str] | str, *, progress: bool = False) -> np.ndarray:
         """Unit embeddings of texts."""
-        return self._session.encode_texts(_as_list(texts), progress=progress)
+        return self._session.encode_texts(as_inputs(texts), progress=progress)
 
     # -- anchors ---------------------------------------------------------------------------------
     def add_anchors(self, images: Sequence[ImageInput], captions: Sequence[str],
@@ -135,7 +135,7 @@ class AsifClient:
         """Add image-caption pairs; returns the anchor id of each pair (a pair already stored keeps its
         id and is not duplicated). Every label set and gallery is exact when this returns. Any bad
         input rejects the whole call before anything is written."""
-        ids, self.last_refresh = anchors.add_anchors(self._session, _as_list(images), _as_list(captions), payloads,
+        ids, self.last_refresh = anchors.add_anchors(self._session, as_inputs(images), as_inputs(captions), payloads,
                                                      source=source, progress=progress)
         return ids
 
@@ -212,7 +212,7 @@ class AsifClient:
                  threshold: Threshold = "stored", progress: bool = False, batch_size: int = 256) -> list[Classification]:
         """Top classes for each image. ``threshold`` marks low-scoring answers unknown: "stored" uses
         the label set's calibrated thresholds (if any), None turns them off."""
-        return label_sets.classify(self._session, _as_list(images), label_set, top, threshold, progress, batch_size)
+        return label_sets.classify(self._session, as_inputs(images), label_set, top, threshold, progress, batch_size)
 
     def classify_embeddings(self, image_vectors: np.ndarray, label_set: str, top: int = 5, *,
                             threshold: Threshold = "stored") -> list[Classification]:
@@ -445,12 +445,4 @@ def _declared(image: EncoderIdentity | None, text: EncoderIdentity | None) -> di
     if text is not None:
         out["text"] = text
     return out
-
-
-def _as_list(items: Any) -> list[Any]:
-    """A single image or text as a list of one; anything else as a list."""
-    if isinstance(items, (str, bytes, os.PathLike)) or hasattr(items, "getpixel") \
-            or (isinstance(items, np.ndarray) and items.ndim in (2, 3) and items.dtype == np.uint8):
-        return [items]
-    return list(items)
 

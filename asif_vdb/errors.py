@@ -19,6 +19,14 @@ class StoreError(AsifError):
     """The store is missing, corrupt, or asked for something it does not hold."""
 
 
+class StoreBusyError(StoreError):
+    """The embedded store is open in another process (its lock file names the holder)."""
+
+
+class ReadOnlyStoreError(StoreError):
+    """A change was asked of a store that can only be read (a read-only file system)."""
+
+
 class NotFoundError(StoreError, KeyError):
     """A label set, gallery or anchor id that the store does not hold."""
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from asif_vdb.errors import InputError
 from asif_vdb.schema.encoders import EncoderIdentity
 
 T = TypeVar("T")
@@ -48,3 +49,26 @@ class Encoder(ABC):
 
     @abstractmethod
     def encode(self, items: Sequence[Any], *, progress: bool = False) -> np.ndarray: ...
+
+    def encode_skipping(self, items: Sequence[Any], *, progress: bool = False,
+                        batch: int = 256) -> tuple[np.ndarray, list[int], dict[int, str]]:
+        """Encode what can be read: (vectors of the good items, their positions, position -> why each
+        other one failed). A batch that fails is encoded again item by item."""
+        vectors: list[np.ndarray] = []
+        kept: list[int] = []
+        errors: dict[int, str] = {}
+        for start in range(0, len(items), batch):
+            chunk = list(items[start : start + batch])
+            try:
+                vectors.append(self.encode(chunk, progress=progress))
+                kept.extend(range(start, start + len(chunk)))
+                continue
+            except InputError:
+                pass
+            for i, item in enumerate(chunk, start):
+                try:
+                    vectors.append(self.encode([item]))
+                    kept.append(i)
+                except InputError as e:
+                    errors[i] = str(e)
+        return (np.concatenate(vectors) if vectors else np.zeros((0, self.dim), np.float32)), kept, errors

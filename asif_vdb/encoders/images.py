@@ -150,3 +150,11 @@ def image_reference(image: ImageInput) -> str:
     if isinstance(image, (str, os.PathLike)):
         return os.path.abspath(os.fspath(image))
     return describe(image)
+
+
+def as_inputs(items: Any) -> list[Any]:
+    """A single image or text as a list of one; anything else (a sequence of them) as a list."""
+    if isinstance(items, (str, bytes, os.PathLike)) or hasattr(items, "getpixel") \
+            or (isinstance(items, np.ndarray) and items.ndim in (2, 3) and items.dtype == np.uint8):
+        return [items]
+    return list(items)

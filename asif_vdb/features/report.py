@@ -1,7 +1,9 @@
 """Explanations rendered for people: a plain-text table and a self-contained HTML report.
 
 The HTML report embeds the query's and the anchors' thumbnails (data URIs), captions and shares in one
-file; an anchor image that cannot be read is shown as a visible note and listed, never fatal.
+file; an anchor image that cannot be read is shown as a visible note and listed, never fatal. Anchor
+pairs that share an image are shown once, with every caption (``group_by_image``: the web page of
+``asif serve`` groups the same way).
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ import base64
 import html
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from asif_vdb.encoders.images import load_image
 from asif_vdb.errors import InputError
-from asif_vdb.schema.results import Explanation
+from asif_vdb.schema.results import AnchorShare, Explanation, Neighbour
+
+#: What can be grouped by image: an anchor's share of a score, or a nearest anchor.
+T = TypeVar("T", AnchorShare, Neighbour)
 
 THUMBNAIL = 160
 
@@ -60,6 +66,7 @@ h1{font-size:20px;margin:0 0 12px} h2{font-size:17px;margin:22px 0 8px}
 .row{display:flex;gap:12px;flex-wrap:wrap}
 .card{width:170px;font-size:12px}
 .card p{margin:4px 0}
+.card ul{margin:4px 0;padding-left:16px} .card li{margin:2px 0} .meta{color:#666}
 .share{font-weight:bold}
 .bar{height:6px;background:#1565c0}
 .unknown{color:#c62828;font-weight:bold}
@@ -98,26 +105,69 @@ def render_html(explanation: Explanation, query_image: Any = None, *, base: Path
         parts.append('<div class="row">')
         if a.image is not None:
             parts.append(f'<div class="card">{_figure(a.image, a.label, missing, base)}<p><b>the answer</b></p></div>')
-        top = max((s.share for s in a.anchors), default=0.0)
-        for s in a.anchors:
-            width = int(round(160 * s.share / top)) if top > 0 else 0
+        groups = group_by_image(a.anchors)
+        top = max((g.share for g in groups), default=0.0)
+        for g in groups:
+            width = int(round(160 * g.share / top)) if top > 0 else 0
+            rows = "".join(
+                f'<li><span class="share">{s.share:.4f} ({100 * s.fraction:.1f}%)</span> {esc(s.caption)} '
+                f'<span class="meta">text cos {s.text_similarity:.3f} &middot; #{s.anchor_id}</span></li>'
+                for s in g.anchors)
             parts.append(
-                f'<div class="card">{_figure(s.image, s.caption, missing, base)}'
+                f'<div class="card">{_figure(g.image, "; ".join(s.caption for s in g.anchors), missing, base)}'
                 f'<div class="bar" style="width:{width}px"></div>'
-                f'<p class="share">share {s.share:.4f} ({100 * s.fraction:.1f}%)</p>'
-                f"<p>{esc(s.caption)}</p>"
-                f"<p>image cos {s.image_similarity:.3f} &middot; text cos {s.text_similarity:.3f} "
-                f"&middot; #{s.anchor_id}</p></div>"
+                f'<p class="share">share {g.share:.4f} ({100 * g.fraction:.1f}%)'
+                f"{f' from {len(g.anchors)} captions' if len(g.anchors) > 1 else ''}</p>"
+                f"<p>image cos {g.anchors[0].image_similarity:.3f}</p><ul>{rows}</ul></div>"
             )
         parts.append("</div>")
     parts.append("<h2>Nearest anchor pairs of the query</h2>")
     parts.append('<div class="row">')
-    for n in e.neighbours:
-        parts.append(f'<div class="card">{_figure(n.image, n.caption, missing, base)}'
-                     f"<p>cos {n.similarity:.3f} &middot; #{n.anchor_id}</p><p>{esc(n.caption)}</p></div>")
+    for ng in group_by_image(e.neighbours):
+        rows = "".join(f"<li>cos {n.similarity:.3f} &middot; #{n.anchor_id} {esc(n.caption)}</li>" for n in ng.anchors)
+        parts.append(f'<div class="card">{_figure(ng.image, "; ".join(n.caption for n in ng.anchors), missing, base)}'
+                     f"<ul>{rows}</ul></div>")
     parts += ["</div>", "</body>", "</html>"]
     e.missing_images = sorted(set(missing))
     return "\n".join(parts)
+
+
+class ImageGroup(Generic[T]):
+    """Anchor pairs that share one image (Flickr-style data has five captions per photo): shown once,
+    with each caption and its share; ``share`` and ``fraction`` add up the group's."""
+
+    def __init__(self, image: str | None, anchors: list[T]) -> None:
+        self.image = image
+        self.anchors: list[T] = anchors
+
+    @property
+    def share(self) -> float:
+        return float(sum(getattr(a, "share", 0.0) for a in self.anchors))
+
+    @property
+    def fraction(self) -> float:
+        return float(sum(getattr(a, "fraction", 0.0) for a in self.anchors))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "share": self.share, "fraction": self.fraction,
+                "anchors": [a.to_dict() for a in self.anchors]}
+
+
+def group_by_image(pairs: Sequence[T]) -> list[ImageGroup[T]]:
+    """Anchor pairs (shares or neighbours) grouped by their image reference, in the order each image
+    first appears (so by best share); a pair without an image reference stands alone."""
+    groups: list[ImageGroup[T]] = []
+    by_image: dict[str, ImageGroup[T]] = {}
+    for pair in pairs:
+        image = pair.image
+        if image is None:
+            groups.append(ImageGroup(None, [pair]))
+        elif image in by_image:
+            by_image[image].anchors.append(pair)
+        else:
+            by_image[image] = ImageGroup(image, [pair])
+            groups.append(by_image[image])
+    return groups
 
 
 def _why_unknown(e: Explanation) -> str:

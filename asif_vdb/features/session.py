@@ -174,26 +174,7 @@ class Session:
                                batch: int = 256) -> tuple[np.ndarray, list[int], dict[int, str]]:
         """Encode what can be decoded: (vectors of the good images, their positions, position -> why
         each other one failed). A batch that fails is encoded again image by image."""
-        encoder = self.encoder("image")
-        vectors: list[np.ndarray] = []
-        kept: list[int] = []
-        errors: dict[int, str] = {}
-        for start in range(0, len(images), batch):
-            chunk = list(images[start : start + batch])
-            try:
-                vectors.append(encoder.encode(chunk, progress=progress))
-                kept.extend(range(start, start + len(chunk)))
-                continue
-            except InputError:
-                pass
-            for i, image in enumerate(chunk, start):
-                try:
-                    vectors.append(encoder.encode([image]))
-                    kept.append(i)
-                except InputError as e:
-                    errors[i] = str(e)
-        empty = np.zeros((0, encoder.dim), np.float32)
-        return (np.concatenate(vectors) if vectors else empty), kept, errors
+        return self.encoder("image").encode_skipping(images, progress=progress, batch=batch)
 
     def encode_texts(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
         return self.encoder("text").encode(check_captions(list(texts)), progress=progress)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from asif_vdb.features.session import Session
+from asif_vdb.store.readonly import ReadOnlyEdgeBackend
 
 
 def describe(session: Session) -> dict[str, Any]:
@@ -15,8 +16,11 @@ def describe(session: Session) -> dict[str, Any]:
                 "image_encoder": session.spec("image").model_dump(), "text_encoder": session.spec("text").model_dump(),
                 "params": session.params.model_dump()}
     c = engine.config
+    disk = session.backend.usage()
     return {
         "location": session.location,
+        **({"read_only": True} if isinstance(session.backend, ReadOnlyEdgeBackend) else {}),
+        **({"disk": disk} if disk is not None else {}),
         "anchors": engine.anchors.count(),
         "image_encoder": c.image_encoder.model_dump(),
         "text_encoder": c.text_encoder.model_dump(),
