@@ -275,7 +275,7 @@ class AsifClient:
 
     def delete_from_gallery(self, name: str, ids: Sequence[int]) -> int:
         """Delete items of gallery NAME by id; returns how many it held."""
-        return self._session.require().galleries.delete_items(name, ids)
+        return self._session.require().galleries.delete_items(name, anchors.check_ids(ids, "gallery item ids"))
 
     def gallery(self, name: str) -> GalleryInfo:
         return self._session.require().galleries.get(name)

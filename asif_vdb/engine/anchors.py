@@ -62,6 +62,9 @@ class AnchorStore:
     def check_vectors(self, vectors: np.ndarray, modality: Modality, what: str) -> np.ndarray:
         """Unit float32 rows of the store's dimension for ``modality``, or InputError naming ``what``."""
         try:
+            kind = np.asarray(vectors).dtype.kind
+            if kind in "cSUVMm":  # complex numbers, strings, bytes, dates: not vectors
+                raise InputError(f"{what}: expected real numbers, got dtype {np.asarray(vectors).dtype}")
             arr = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError) as e:
             raise InputError(f"{what}: not an array of numbers ({e})") from e
