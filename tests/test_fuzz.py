@@ -10,6 +10,7 @@ records how many cases ran (``CASES``; printed with ``-s``). Default: a few doze
 from __future__ import annotations
 
 import io
+import json
 import string
 import tarfile
 from collections.abc import Callable
@@ -102,7 +103,7 @@ def calls() -> st.SearchStrategy[tuple[str, Callable[[AsifClient], Any]]]:
 
 def client_cases(store: Path, cases: list[tuple[str, Callable[[AsifClient], Any]]]) -> None:
     with AsifClient(store) as client:
-        for name, call in cases:
+        for _name, call in cases:
             count("client")
             try:
                 call(client)
@@ -174,7 +175,7 @@ def table_bytes(kind: str) -> st.SearchStrategy[bytes]:
     sep = {"csv": ",", "tsv": "\t"}.get(kind, ",")
     rows = st.lists(st.tuples(cells, cells), max_size=5)
     if kind == "jsonl":
-        line = st.one_of(st.builds(lambda r: ('{"image": %r, "caption": %r}' % r).replace("'", '"'), st.tuples(cells, cells)),
+        line = st.one_of(st.builds(lambda r: json.dumps({"image": r[0], "caption": r[1]}), st.tuples(cells, cells)),
                          st.text(max_size=20))
         text = st.lists(line, max_size=5).map("\n".join)
     else:

@@ -355,12 +355,9 @@ class EdgeBackend(Backend):
 
     def optimize(self, collection: str) -> bool:
         """Blocking, and it holds the GIL: measured on a real store, a thread running it stalls the
-        caller for its whole 0.6 s, so it is not run in the background. It writes the new segment
-        beside the old one: the collection's size must be free on top of the usual room."""
+        caller for its whole 0.6 s, so it is not run in the background. The new segment needs room."""
         self.space.check(f"optimize {collection}", extra=tree_bytes(self._dir(collection))[0])
-        changed = bool(self._shard(collection).optimize())
-        self.space.forget()
-        return changed
+        return bool(self._shard(collection).optimize())
 
     # -- blobs: one .npz file each, replaced atomically --------------------------------------------
     def _blob_path(self, name: str) -> Path:
