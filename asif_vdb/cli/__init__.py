@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from asif_vdb.cli.anchors import anchors
+from asif_vdb.cli.backup import backup, restore
 from asif_vdb.cli.common import EXIT_CODES, EXIT_INPUT, one_line
 from asif_vdb.cli.demo import demo
 from asif_vdb.cli.eval import eval_group
@@ -23,11 +24,12 @@ from asif_vdb.cli.labels import classify, labels
 from asif_vdb.cli.maintenance import doctor, info, prune
 from asif_vdb.cli.methods import methods
 from asif_vdb.cli.search import gallery, search
+from asif_vdb.cli.serve import serve
 from asif_vdb.cli.tune import tune
 
 COMMANDS: list[click.Command] = [
     demo, ingest, anchors, labels, classify, gallery, search, explain, calibrate, eval_group, methods, index_group,
-    tune, info, doctor, prune,
+    tune, info, doctor, prune, serve, backup, restore,
 ]
 
 

@@ -21,6 +21,7 @@ from asif_vdb.cli.common import (
     store_options,
     store_path,
 )
+from asif_vdb.serve.runner import shared
 from ingest.config import IngestConfig
 from ingest.pipeline import default_report_path, open_input, run_ingest
 
@@ -59,11 +60,12 @@ def anchors_add(store: Path | None, url: str | None, api_key: str | None, inputs
     for config in configs:
         open_input(config)  # a wrong input is reported before any store is created
     with open_client(store, url, api_key, create=True, **new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization,
-                                                                            hnsw, shards, replicas)) as client:
-        before = client.count()
+                                                                            hnsw, shards, replicas)) as client, \
+            shared(client) as working:  # other processes read the store through this one meanwhile
+        before = working.count()
         t0 = time.perf_counter()
-        summaries = [run_ingest(client, config) for config in configs]
-        after = client.count()
+        summaries = [run_ingest(working, config) for config in configs]
+        after = working.count()
     added = sum(s.ingested for s in summaries)
     skipped = sum(sum(n for r, n in s.skipped.items() if r != "already_stored") for s in summaries)
     stored = sum(s.already_stored for s in summaries)

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 import click
 
 from asif_vdb import IMAGE_SUFFIXES, AsifClient, AsifError, AsifParams, NotFoundError
+from asif_vdb.remote import RemoteClient
 from asif_vdb.schema.params import DEFAULT_INDEX, INDEX_PRESETS, IndexSettings
+from asif_vdb.store.lock import holder
 
 DEFAULT_STORE = "asif_store"
 CONFIG_FILE = "asif_config.json"
@@ -116,9 +118,12 @@ def store_path(store: Path | None) -> Path:
 
 
 def open_client(store: Path | None, url: str | None, api_key: str | None, *, create: bool = False,
-                **kwargs: Any) -> AsifClient:
+                **kwargs: Any) -> AsifClient | RemoteClient:
     """The store of --store / --url. Only commands that add anchors (``create``) start a new embedded
-    store; the others name the path that holds none instead of leaving an empty store there."""
+    store; the others name the path that holds none instead of leaving an empty store there. An
+    embedded store that another process holds and shares (``asif serve``, a running ``asif ingest``)
+    is reached through that process's service ($ASIF_SERVE_API_KEY: its key, for changes); one held
+    by a process that does not share it is one line naming the holder."""
     if url is not None and store is not None:
         raise click.UsageError("give --store or --url, not both")
     if url is not None:
@@ -127,6 +132,12 @@ def open_client(store: Path | None, url: str | None, api_key: str | None, *, cre
     if not create and not store_exists(path):
         raise NotFoundError(f"no store at {path}: create one with `asif ingest INPUT --store {path}` "
                             f"or `asif anchors add TABLE --store {path}`")
+    held = holder(path)
+    if held is not None and held.serve and held.pid != os.getpid():
+        click.echo(f"note: store {path} is open in another process (pid {held.pid}); asking it at {held.serve}",
+                   err=True)
+        return RemoteClient(held.serve, api_key=os.environ.get("ASIF_SERVE_API_KEY"), device=kwargs.get("device"),
+                            precision=kwargs.get("precision"))
     return AsifClient(path, **kwargs)
 
 

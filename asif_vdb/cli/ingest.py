@@ -21,6 +21,8 @@ from asif_vdb.cli.common import (
     store_path,
 )
 from asif_vdb.encoders.precision import PRECISIONS
+from asif_vdb.remote import RemoteClient
+from asif_vdb.serve.runner import shared
 from ingest.config import IngestConfig
 from ingest.embeddings import find_parts
 from ingest.pipeline import default_report_path, open_input, run_ingest
@@ -108,11 +110,11 @@ def ingest(store: Path | None, url: str | None, api_key: str | None, input_path:
     kwargs = {**new_store_kwargs(image_encoder, text_encoder, k, p, index_preset, quantization, hnsw, shards, replicas),
               "precision": precision}
     if dry_run and url is None and not store_exists(store_path(store)):
-        client = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store
+        client: AsifClient | RemoteClient = AsifClient(location=":memory:", **kwargs)  # a dry run creates no store
     else:
         client = open_client(store, url, api_key, create=True, **kwargs)
-    with client:
-        summary = run_ingest(client, config)
+    with client, shared(client) as working:  # other processes read the store through this one meanwhile
+        summary = run_ingest(working, config)
     if as_json:
         echo_json(summary.to_dict())
     else:
