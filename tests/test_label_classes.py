@@ -89,3 +89,14 @@ def test_prompt_support_and_spearman_against_direct_computation() -> None:
     assert spearman(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert spearman(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
     assert spearman(np.array([1, 1, 2]), np.array([1, 2, 3])) == pytest.approx(0.866, abs=1e-3)
+
+
+def test_a_new_store_takes_the_method_from_the_command_line(demo_data, tmp_path) -> None:
+    table, _ = demo_data
+    for method, expect in (("plain", ("plain", 800, 1.0)), (None, ("tuned", 3200, 1.5))):
+        store = tmp_path / f"s-{method}"
+        extra = ["--method", method] if method else []
+        result = run_cli("anchors", "add", str(table), "--store", str(store), "--limit", "12", *extra)
+        assert result.exit_code == 0, result.output
+        with AsifClient(store) as client:
+            assert (client.params.method, client.params.k, client.params.p) == expect

@@ -105,7 +105,7 @@ def test_galleries_survive_reopen_and_delete(tmp_path) -> None:
     with AsifClient(store) as client:
         assert client.galleries() == ["pics"]
         info = client.gallery("pics")
-        assert (info.name, info.modality, info.size, info.normalise) == ("pics", "image", 30, "none")
+        assert (info.name, info.modality, info.size, info.normalise) == ("pics", "image", 30, "auto")
         assert client.search_embeddings(q_txt, "text", "pics", top=8) == before
         gone = [h.id for h in before[0][:3]]
         assert client.delete_from_gallery("pics", gone + [10**9]) == 3

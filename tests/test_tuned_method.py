@@ -71,7 +71,7 @@ def gallery_scores(client: AsifClient, queries: np.ndarray, n_items: int) -> np.
 
 def test_defaults_tuned_plain_and_explicit() -> None:
     d = AsifParams()
-    assert (d.method, d.k, d.candidate_k, d.stored_k, d.p) == ("tuned", 1600, 800, 800, 1.5)
+    assert (d.method, d.k, d.stored_k, d.p) == ("tuned", 3200, 3200, 1.5)
     plain = AsifParams(method="plain")
     assert (plain.k, plain.p, plain.stored_k) == (800, 1.0, 800)
     # a k or p given keeps the paper's values for the rest, and one k for queries and candidates

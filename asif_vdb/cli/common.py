@@ -85,9 +85,15 @@ def new_store_options(fn: F) -> F:
                       help="New store on a Qdrant cluster (--url): shards per collection.")(fn)
     fn = index_options(fn)
     fn = click.option("-p", "p", type=click.FloatRange(min=0, min_open=True), default=None,
-                      help="New store only: exponent of the relative vectors (1.0).")(fn)
+                      help="New store only: exponent of the relative vectors (tuned method: 1.5; given k or "
+                           "--method plain: 1.0).")(fn)
     fn = click.option("-k", "k", type=click.IntRange(min=1), default=None,
-                      help="New store only: non-zeros per relative vector (800).")(fn)
+                      help="New store only: non-zeros per relative vector (tuned method: 3200; given p or "
+                           "--method plain: 800).")(fn)
+    fn = click.option("--method", type=click.Choice(["tuned", "plain"]), default=None, expose_value=False,
+                      callback=_remember_method,
+                      help="New store only: 'tuned' (default: transforms fitted on the anchors once there are "
+                           "enough, hub normalisation) or 'plain' (the paper's ASIF).")(fn)
     fn = click.option("--text-encoder", default=None, help="New store only: sentence-transformers model name or path.")(fn)
     fn = click.option("--image-encoder", default=None, help="New store only: timm model (timm:NAME[@WEIGHTS]).")(fn)
     return fn
@@ -100,10 +106,21 @@ def new_store_kwargs(image_encoder: str | None, text_encoder: str | None, k: int
     if shards is not None or replicas is not None:
         index = (index or DEFAULT_INDEX).model_copy(update={"shards": shards or 1, "replication": replicas or 1})
     kwargs: dict[str, Any] = {"image_encoder": image_encoder, "text_encoder": text_encoder, "index": index}
-    if k is not None or p is not None:
-        defaults = AsifParams()
-        kwargs["params"] = AsifParams(k=k if k is not None else defaults.k, p=p if p is not None else defaults.p)
+    ctx = click.get_current_context(silent=True)
+    method = ctx.meta.get(METHOD_KEY) if ctx is not None else None
+    given = {name: v for name, v in (("method", method), ("k", k), ("p", p)) if v is not None}
+    if given:
+        kwargs["params"] = AsifParams.model_validate(given)
     return kwargs
+
+
+#: Where ``--method`` leaves its value for ``new_store_kwargs`` (the commands do not take it as a parameter).
+METHOD_KEY = "asif_method"
+
+
+def _remember_method(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.meta[METHOD_KEY] = value
 
 
 def store_exists(store: Path) -> bool:

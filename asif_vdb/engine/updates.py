@@ -117,13 +117,15 @@ class AnchorUpdates:
     def _follow(self, added: Sequence[int] = (), deleted: Sequence[int] = (),
                 vectors: AddedVectors | None = None) -> RefreshReport:
         """Everything an anchor change entails, in order: the anchors galleries record it, every other
-        candidate is refreshed, the hub statistics are recomputed."""
+        candidate is refreshed, the hub statistics are recomputed (plain stores; a tuned store keeps
+        them with its transforms once fitted, recomputed at each refit: engine/method.py)."""
         if not len(added) and not len(deleted):
             return RefreshReport()
         behind = self.galleries.record(added, deleted)
         report = self.refresher.apply(added=added, deleted=deleted, vectors=vectors)
         report.galleries_behind = behind
-        self.hub.refresh_all()
+        if not (self.state.config.params.tuned and self.state.config.transforms):
+            self.hub.refresh_all()
         return report
 
     def _abort(self) -> None:

@@ -86,11 +86,12 @@ class _Side:
         return relative_vectors(list(ids[:, :k]), list(sims[:, :k]), p, self.n)
 
 
-def tune(image: np.ndarray, text: np.ndarray, groups: Sequence[str], *, grid: Grid = Grid(), candidate_k: int = 800,
+def tune(image: np.ndarray, text: np.ndarray, groups: Sequence[str], *, grid: Grid = Grid(), candidate_k: int | None = None,
          image_power: float = 0.5, hub: bool = True, n_groups: int = 1000, seed: int = 0,
          progress: Callable[[str], None] | None = None) -> list[Row]:
     """Score every setting of ``grid`` on held-out anchor pairs (rows of ``image`` / ``text``, unit
-    vectors, grouped by ``groups``); rows best first."""
+    vectors, grouped by ``groups``); rows best first. ``candidate_k`` None: candidates use each
+    setting's k, like queries."""
     image, text = np.asarray(image, np.float32), np.asarray(text, np.float32)
     if not len(image) == len(text) == len(groups):
         raise InputError(f"{len(image)} image vectors, {len(text)} caption vectors and {len(groups)} groups differ")
@@ -108,7 +109,7 @@ def tune(image: np.ndarray, text: np.ndarray, groups: Sequence[str], *, grid: Gr
         progress(f"caption side: {len(grid.text_whiten)} strengths")
     rows = []
     for wi, wt, k, p in itertools.product(grid.image_whiten, grid.text_whiten, grid.ks, grid.ps):
-        kk, ck = min(k, K), min(candidate_k, k, K)
+        kk, ck = min(k, K), min(candidate_k or k, k, K)
         im, tx = images[wi], texts[wt]
         q_img, q_txt = im.rel("query", kk, p), tx.rel("query", kk, p)
         g_img, g_txt = im.rel("query", ck, p), tx.rel("query", ck, p)

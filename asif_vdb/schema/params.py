@@ -24,7 +24,10 @@ class FitOptions(BaseModel):
 
 #: The tuned method's defaults (benchmarks/default_method_search.py chose them; `asif tune` re-chooses
 #: them from a store's own anchors): query k, stored candidates' k, p, and the transforms' options.
-TUNED_K, TUNED_CANDIDATE_K, TUNED_P = 1600, 800, 1.5
+TUNED_K, TUNED_P = 3200, 1.5
+#: Stored candidates' k of the tuned method: None, the query k (a smaller one costs CIFAR-10 top-1 0.513 -> 0.478
+#: at candidate k 800: benchmarks/results/default_method_search.json).
+TUNED_CANDIDATE_K: int | None = None
 #: The paper's plain ASIF.
 PLAIN_K, PLAIN_P = 800, 1.0
 
@@ -51,7 +54,9 @@ class AsifParams(BaseModel):
     image_fit: FitOptions = FitOptions(power=0.5, whiten=10.0)
     text_fit: FitOptions = FitOptions(whiten=3.0)
     hub: bool = True
-    fit_min_anchors: int = Field(default=2000, ge=2)
+    #: Measured by benchmarks/auto_fit_threshold.py: the tuned method beats plain ASIF from the smallest store
+    #: measured (250 anchors); 500 leaves a margin for a whitening fitted on so few.
+    fit_min_anchors: int = Field(default=500, ge=2)
     refit_share: float = Field(default=0.25, gt=0)
 
     @model_validator(mode="before")

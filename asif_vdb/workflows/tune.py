@@ -31,7 +31,7 @@ def tune_store(session: Session, *, holdout: int = 1000, seed: int = 0, apply: b
     image, text, groups = anchor_rows(engine)
     params = engine.config.params
     grid = grid or Grid()
-    rows = tune(image, text, groups, grid=grid, candidate_k=params.stored_k if params.tuned else 800,
+    rows = tune(image, text, groups, grid=grid, candidate_k=params.candidate_k if params.tuned else None,
                 image_power=params.image_fit.power, hub=params.hub, n_groups=holdout, seed=seed, progress=progress)
     best = rows[0]
     chosen = tuned_params(params, best)
@@ -47,7 +47,7 @@ def tune_store(session: Session, *, holdout: int = 1000, seed: int = 0, apply: b
 
 def tuned_params(params: AsifParams, row: Row) -> AsifParams:
     """The store's parameters with a tuned row's setting (method "tuned")."""
-    candidate_k = min(params.stored_k if params.tuned else 800, row.k)
+    candidate_k = min(params.candidate_k, row.k) if params.tuned and params.candidate_k is not None else None
     return params.model_copy(update={
         "method": "tuned", "k": row.k, "p": row.p, "candidate_k": candidate_k,
         "image_fit": FitOptions(power=params.image_fit.power, whiten=row.image_whiten),
