@@ -6,7 +6,8 @@ Each method is a docstring and a line or two that delegates to the feature or wo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -353,6 +354,13 @@ class AsifClient:
         settings = index_settings(index)
         assert settings is not None
         return self._session.require().set_index(settings)
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Add many batches of pairs inside this block: index builds and the tuned method's refits,
+        which would run after each batch, run once when it ends (ingestion uses it)."""
+        with self._session.writable().bulk_load():
+            yield
 
     def optimize(self) -> dict[str, float]:
         """Build the anchor index over what was written since and compact the derived vectors (ingestion

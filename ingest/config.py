@@ -31,8 +31,8 @@ class IngestConfig:
     min_side: int = 8  # smaller images (1x1 tracking pixels, placeholders) carry no content
     max_pixels: int = MAX_IMAGE_PIXELS  # larger images are refused as decompression bombs
     progress: bool = True
-    encoding: str = "utf-8-sig"
-    embeddings: bool = False  # input is precomputed embeddings (ingest/embeddings.py), not images  # of CSV/TSV/JSONL tables; an undecodable row is skipped and reported
+    encoding: str = "utf-8-sig"  # of CSV/TSV/JSONL tables; an undecodable row is skipped and reported
+    embeddings: bool = False  # input is precomputed embeddings (ingest/embeddings.py), not images
 
     def check(self) -> IngestConfig:
         """Raise InputError naming the first bad setting; returns self for chaining."""

@@ -18,6 +18,7 @@ refused naming them. The store must be made by the encoders the embeddings come 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -134,28 +135,11 @@ class EmbeddingImport:
             parts = self._check()
         bar = tqdm(total=sum(len(img) for _, img, _ in parts), desc="ingest embeddings", unit="pair",
                    disable=not self.config.progress, dynamic_ncols=True)
-        taken = 0
+        # one bulk load: the anchor index and any refit of the tuned method run once, at the end
+        bulk = self.client.bulk_load() if not self.config.dry_run else contextlib.nullcontext()
         try:
-            for part, img, txt in parts:
-                rows = _rows(part, self.config.encoding)
-                for start in range(0, len(img), self.config.batch):
-                    if self.config.limit is not None and taken >= self.config.limit:
-                        break
-                    n = min(self.config.batch, len(img) - start)
-                    if self.config.limit is not None:
-                        n = min(n, self.config.limit - taken)
-                    meta = list(islice(rows, n))
-                    if len(meta) < n:
-                        raise InputError(f"ingest --embeddings: {part.metadata} has fewer rows than {part.image} "
-                                         f"({start + len(meta)} < {len(img)})")
-                    self._batch(part, start, np.asarray(img[start:start + n], np.float32),
-                                np.asarray(txt[start:start + n], np.float32), meta)
-                    taken += n
-                    bar.update(n)
-                    self.report.flush()
-            if s.ingested and not self.config.dry_run:
-                with self.times.time("index"):
-                    self.client.optimize()
+            with bulk:
+                self._run(parts, bar)
         finally:
             bar.close()
             self.report.close()
@@ -164,6 +148,26 @@ class EmbeddingImport:
         s.wall_s = time.perf_counter() - t_start
         s.anchors = self.client.count() if not self.config.dry_run else 0
         return s
+
+    def _run(self, parts: list[tuple[Part, np.ndarray, np.ndarray]], bar: Any) -> None:
+        taken = 0
+        for part, img, txt in parts:
+            rows = _rows(part, self.config.encoding)
+            for start in range(0, len(img), self.config.batch):
+                if self.config.limit is not None and taken >= self.config.limit:
+                    return
+                n = min(self.config.batch, len(img) - start)
+                if self.config.limit is not None:
+                    n = min(n, self.config.limit - taken)
+                meta = list(islice(rows, n))
+                if len(meta) < n:
+                    raise InputError(f"ingest --embeddings: {part.metadata} has fewer rows than {part.image} "
+                                     f"({start + len(meta)} < {len(img)})")
+                self._batch(part, start, np.asarray(img[start:start + n], np.float32),
+                            np.asarray(txt[start:start + n], np.float32), meta)
+                taken += n
+                bar.update(n)
+                self.report.flush()
 
     def _batch(self, part: Part, start: int, img: np.ndarray, txt: np.ndarray, meta: list[dict[str, Any] | str]) -> None:
         s = self.summary

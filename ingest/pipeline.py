@@ -21,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +168,7 @@ class Pipeline:
         self.seen: dict[bytes, str] = {}  # pair hash (first 16 bytes) -> first key, this run
         self._creating: tuple[threading.Thread, list[BaseException]] | None = None
         self._compute_pool: ComputePool | None = None
+        self._bulk: AbstractContextManager[None] | None = None
 
     # -- stages on the calling thread ----------------------------------------------------------
     def _admit(self, batch: ReadBatch, stage: ImageStage, store_had_pairs: bool) -> WorkBatch:
@@ -225,6 +227,9 @@ class Pipeline:
             text_vectors = captions.vectors[good]
             with self.times.time("write"):
                 self._store_ready()
+                if self._bulk is None:  # one bulk load: the index and any refit run once, at the end
+                    self._bulk = self.client.bulk_load()
+                    self._bulk.__enter__()
                 for source, rows in _by_source(pairs).items():
                     write_pairs(self.client, [pairs[i] for i in rows],
                                 np.stack([vectors[i] for i in rows]), text_vectors[rows], source)
@@ -352,6 +357,11 @@ class Pipeline:
                     stage.step()
                 else:
                     break
+        except BaseException as e:  # the bulk load ends without its index build; the error goes on
+            if self._bulk is not None:
+                self._bulk.__exit__(type(e), e, e.__traceback__)
+                self._bulk = None
+            raise
         finally:
             stop.set()
             if self._creating is not None:
@@ -363,9 +373,9 @@ class Pipeline:
             self.report.close()
             thread.join(timeout=5)
         s = self.summary
-        if s.ingested and not cfg.dry_run:
+        if self._bulk is not None:
             with self.times.time("index"):
-                self.client.optimize()
+                self._bulk.__exit__(None, None, None)
         s.images_encoded = stage.encoded
         s.skipped = dict(self.report.skipped)
         s.notes = dict(self.report.notes)

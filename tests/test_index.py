@@ -25,7 +25,7 @@ def clustered(rng: np.random.Generator, n: int, d: int, centres: int = 40) -> np
 
 def store(path, index, n: int = 3000, seed: int = 0, **kwargs) -> tuple[AsifClient, np.random.Generator]:
     rng = np.random.default_rng(seed)
-    kw = {"params": AsifParams(k=50), "image_identity": FAKE_IMAGE.model_copy(update={"dim": DI}),
+    kw = {"params": AsifParams(k=50, method="plain"), "image_identity": FAKE_IMAGE.model_copy(update={"dim": DI}),
           "text_identity": FAKE_TEXT.model_copy(update={"dim": DT}), "index": index, **kwargs}
     client = AsifClient(path, **kw) if path is not None else AsifClient(location=":memory:", **kw)
     img, txt = clustered(rng, n, DI), clustered(rng, n, DT)
@@ -40,8 +40,9 @@ def overlap(a, b) -> float:
 
 def test_hnsw_with_rescoring_agrees_with_exact_search(tmp_path) -> None:
     settings = INDEX_PRESETS["hnsw"].model_copy(update={"m": 8, "ef_construct": 40, "scan_below_kb": 100})
-    client, rng = store(tmp_path / "s", settings)
-    built = client.optimize()
+    client, rng = store(tmp_path / "s", settings.model_copy(update={"exact_below": 10_000}))
+    assert client.optimize() == {}  # under exact_below: scanned, nothing to build
+    built = client.set_search_index(settings)
     assert set(built) >= {ANCHORS["image"]}  # 3,000 x 64 floats: over the 100 KB scan threshold, indexed
     queries = clustered(rng, 100, DI)
     approx = client.engine.anchors.topk(queries, "image")

@@ -153,7 +153,7 @@ class AnchorStore:
         passed ``exact_below``): the engine indexes new segments once they outgrow a scan, so this costs
         nothing until then. Returns the seconds per collection that had work to do."""
         settings = self.state.config.index
-        if not settings.approximate or self.state.config.next_anchor_id < settings.exact_below:
+        if not settings.approximate or self.state.config.next_anchor_id < settings.exact_below or self.state.bulk:
             return {}
         out = {}
         for name in ANCHORS.values():

@@ -54,6 +54,7 @@ class Candidates:
             ])
         self.derived.write(ids, lists, [set_key] * len(ids))
         self.lists.put(set_key, ids, vecs, modality, lists)
+        self.derived.settle()
 
     def delete(self, ids: Sequence[int], set_key: str | None = None) -> None:
         """Delete candidates (source and derived) by id (all of set ``set_key``, when given)."""

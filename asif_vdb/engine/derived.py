@@ -34,6 +34,8 @@ class DerivedVectors:
         self.gens: dict[int, int] = {}
         #: Points rewritten (so deleted) since the last compaction.
         self.garbage = 0
+        #: Points written since the live collection was last optimised (by this process).
+        self.fresh = 0
         state.backend.ensure_collection(relatives_spec(self.live))
         for name in state.backend.list_collections():  # a generation a crash left half written
             if name != self.live and is_relatives(name):
@@ -71,8 +73,26 @@ class DerivedVectors:
         spent compacting, None when it was not due; the caller saves the lists afterwards."""
         if not len(ids):
             return None
+        self.fresh += len(ids)
         with gc_paused():
             return self._write([int(i) for i in ids], lists, sets)
+
+    def settle(self) -> float | None:
+        """Optimise the live collection once the points written since its last optimisation reach
+        ``Tuning.settle_share`` of it: the engine searches a segment it has not optimised point by
+        point, and ranking a freshly written 1,000-class label set ran about twice as slow until
+        then (docs/benchmarks.md, scale). Returns the seconds it took (None: not due)."""
+        tuning = self.state.tuning
+        if self.fresh < max(tuning.settle_min, tuning.settle_share * self.count()):
+            return None
+        return self.optimize()
+
+    def optimize(self) -> float:
+        """Optimise the live collection now (compacting what rewrites deleted); returns the seconds."""
+        t = time.perf_counter()
+        self.state.backend.optimize(self.live)
+        self.garbage = self.fresh = 0
+        return time.perf_counter() - t
 
     def _write(self, ids: list[int], lists: Sequence[AnchorList], sets: Sequence[str] | None) -> float | None:
         backend, tuning, params = self.state.backend, self.state.tuning, self.state.config.params
@@ -114,10 +134,7 @@ class DerivedVectors:
         self.garbage += rewritten
         if self.garbage <= self.state.tuning.garbage_ratio * max(self.count(), 1):
             return None
-        t = time.perf_counter()
-        self.state.backend.optimize(self.live)
-        self.garbage = 0
-        return time.perf_counter() - t
+        return self.optimize()
 
 
 @contextmanager

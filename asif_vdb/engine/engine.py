@@ -8,7 +8,8 @@ them once, here, and declares them all as attributes. Features read through ``an
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -120,6 +121,17 @@ class Engine:
         self.state.save()
         return self.optimize()
 
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Load many batches of pairs: the anchor index and the tuned method's refits, which would run
+        after every batch, run once at the end (a refit rewrites every anchor; an index build takes
+        minutes per million)."""
+        with self.state.bulk_load():
+            yield
+        if not self.state.bulk:
+            self.method.follow(0)
+            self.optimize()
+
     def optimize(self) -> dict[str, float]:
         """Build the anchor index over the anchors written since the last time (only where the settings
         ask for one and the store has passed ``exact_below``) and compact the derived vectors; returns the
@@ -128,7 +140,7 @@ class Engine:
         t = time.perf_counter()
         if self.state.backend.optimize(self.derived.live):
             out[self.derived.live] = round(time.perf_counter() - t, 3)
-        self.derived.garbage = 0
+        self.derived.garbage = self.derived.fresh = 0
         return out
 
     # -- galleries -----------------------------------------------------------------------------------

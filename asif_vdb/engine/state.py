@@ -29,6 +29,8 @@ class StoreState:
         self.dims: dict[Modality, int] = {"image": config.image_encoder.dim, "text": config.text_encoder.dim}
         #: > 0 while this process carries out a journaled update (nested calls count).
         self._updating = 0
+        #: > 0 inside a bulk load: index builds and the tuned method's refits wait for its end.
+        self.bulk = 0
         #: Why the stored data cannot be trusted (engine/integrity.py; set on open): queries refuse.
         self.damage: str | None = None
 
@@ -53,6 +55,15 @@ class StoreState:
             yield
         finally:
             self._updating -= 1
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Marks a bulk load: the work that pays once per load, not per batch, waits for its end."""
+        self.bulk += 1
+        try:
+            yield
+        finally:
+            self.bulk -= 1
 
     def begin(self, entry: JournalEntry) -> None:
         self.config.journal.append(entry)

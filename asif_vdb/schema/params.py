@@ -125,6 +125,11 @@ class Tuning(BaseModel):
     swap_share: float = Field(default=0.9, ge=0, le=1)
     #: Deleted derived points tolerated, as a multiple of the live ones, before compaction.
     garbage_ratio: float = Field(default=4.0, ge=0)
+    #: Derived points written since the last optimisation, as a share of the live ones (and at least
+    #: ``settle_min``), before the collection is optimised: growth by a constant factor between two
+    #: optimisations keeps their total cost linear in the points written.
+    settle_share: float = Field(default=0.2, gt=0)
+    settle_min: int = Field(default=1000, ge=1)
     #: Similarities held at once while an anchors gallery catches up (items x new anchors, float64).
     catch_up_cells: int = Field(default=50_000_000, ge=1)
     #: Points per write when anchors are rewritten (a refit), candidates recomputed or a gallery indexed.
