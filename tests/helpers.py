@@ -352,3 +352,62 @@ def kill_at_write(backend: Any, nth: int | None, when: str = "after") -> list[st
 
         setattr(backend, method, wrapper)
     return calls
+
+
+# -- the service (test_serve_*.py, test_browser.py, test_readers_beside_writer.py) ----------------------
+def copy_store(src: Path, dst: Path) -> Path:
+    """A private copy of a closed store (sparse: its preallocated logs stay holes)."""
+    from asif_vdb.store.disk import copy_tree, not_store_file
+
+    copy_tree(src, dst, skip=not_store_file)
+    return dst
+
+
+def synthetic_labels(client: AsifClient, rng: np.random.Generator, name: str, n_classes: int) -> list[str]:
+    """A label set of random prompt embeddings (one template), written through the engine (no model)."""
+    from asif_vdb.schema.store import LabelSetInfo
+
+    classes = [f"class{i}" for i in range(n_classes)]
+    assert client.engine is not None
+    client.engine.label_sets.store(LabelSetInfo(name=name, classes=classes, templates=["{}"]), classes,
+                                   unit_rows(rng, n_classes, client.engine.state.dims["text"]))
+    return classes
+
+
+@contextmanager
+def serve_in_thread(app: Any, host: str = "127.0.0.1") -> Iterator[str]:
+    """A live uvicorn server for ``app`` on a free loopback port (bound before it starts: no race for
+    the port), in a thread; yields its URL and stops it cleanly."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+def find_chromium() -> str | None:
+    """Debian's chromium (the real binary first; $CHROMIUM_PATH wins), or None."""
+    import os
+
+    candidates = [os.environ["CHROMIUM_PATH"]] if "CHROMIUM_PATH" in os.environ else \
+        ["/usr/lib/chromium/chromium", shutil.which("chromium") or ""]
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)

@@ -6,6 +6,7 @@ import json
 import secrets
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import Depends, HTTPException, Request, Response, Security, UploadFile
 from fastapi.security import APIKeyHeader
 
@@ -89,3 +90,13 @@ def parse_where(text: str | None) -> dict[str, Any] | None:
 
 def mark(response: Response, updates: int) -> None:
     response.headers[UPDATES_HEADER] = str(updates)
+
+
+def matrix(rows: list[list[float]], what: str = "vectors") -> np.ndarray:
+    """Embeddings sent as JSON: rows of one length, finite, within float32's range."""
+    if len({len(r) for r in rows}) > 1:
+        raise InputError(f"{what}: the rows have different lengths ({sorted({len(r) for r in rows})[:5]})")
+    arr = np.asarray(rows, np.float64)
+    if not np.isfinite(arr).all() or (np.abs(arr) > np.finfo(np.float32).max).any():
+        raise InputError(f"{what}: every value must be a finite float32 number")
+    return arr.astype(np.float32)

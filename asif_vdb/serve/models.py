@@ -16,10 +16,12 @@ from asif_vdb.schema.results import AnchorShare, Classification, Explanation, Ne
 MAX_TOP = 1000
 #: Most vectors one JSON request may carry.
 MAX_VECTORS = 1024
+#: Longest embedding accepted (encoders in use have at most a few thousand dimensions).
+MAX_DIM = 8192
 #: A payload condition: a value, or a list of accepted values.
 Condition = str | int | list[str] | list[int]
 Top = Annotated[int, Field(ge=1, le=MAX_TOP)]
-Vector = Annotated[list[float], Field(min_length=1, max_length=65536)]
+Vector = Annotated[list[float], Field(min_length=1, max_length=MAX_DIM)]
 Vectors = Annotated[list[Vector], Field(min_length=1, max_length=MAX_VECTORS)]
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
 from asif_vdb.serve import models
-from asif_vdb.serve.deps import ERRORS, WRITE_ERRORS, ServiceDep, parse_where, read_upload, require_key
+from asif_vdb.serve.deps import ERRORS, WRITE_ERRORS, ServiceDep, matrix, parse_where, read_upload, require_key
 from asif_vdb.serve.uploads import add_uploads
 
 router = APIRouter(tags=["anchors"])
@@ -57,7 +56,7 @@ def add_anchors(service: ServiceDep,
              dependencies=[Depends(require_key)])
 def add_embeddings(body: models.AddEmbeddings, service: ServiceDep) -> models.AnchorChange:
     """Add pairs from embeddings made with the store's encoders (each payload needs a caption)."""
-    return service.add_embeddings(np.asarray(body.image_vectors, np.float32), np.asarray(body.text_vectors, np.float32),
+    return service.add_embeddings(matrix(body.image_vectors, "image_vectors"), matrix(body.text_vectors, "text_vectors"),
                                   body.payloads)
 
 

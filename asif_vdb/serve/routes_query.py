@@ -14,7 +14,7 @@ from asif_vdb.errors import InputError
 from asif_vdb.features.report import render_html
 from asif_vdb.schema.store import Modality
 from asif_vdb.serve import models
-from asif_vdb.serve.deps import ERRORS, UPLOAD_ERRORS, ServiceDep, mark, parse_where, read_upload
+from asif_vdb.serve.deps import ERRORS, UPLOAD_ERRORS, ServiceDep, mark, matrix, parse_where, read_upload
 from asif_vdb.serve.service import Service, groups
 
 router = APIRouter(tags=["queries"])
@@ -63,7 +63,7 @@ def search(service: ServiceDep, response: Response, gallery: Gallery = "anchors"
 @router.post("/search/embeddings", response_model=models.SearchOut, responses=ERRORS)
 def search_embeddings(body: models.SearchVectors, service: ServiceDep, response: Response) -> models.SearchOut:
     """``search`` for query embeddings made with the store's encoder of ``modality``."""
-    version, results = service.search(np.asarray(body.vectors, np.float32), body.modality, body.gallery, body.top,
+    version, results = service.search(matrix(body.vectors), body.modality, body.gallery, body.top,
                                       body.where)
     mark(response, version)
     return models.SearchOut(results=results, updates=version)
@@ -88,7 +88,7 @@ def classify(service: ServiceDep, response: Response,
 @router.post("/classify/embeddings", response_model=models.ClassifyOut, responses=ERRORS)
 def classify_embeddings(body: models.ClassifyVectors, service: ServiceDep, response: Response) -> models.ClassifyOut:
     """``classify`` for image embeddings made with the store's image encoder."""
-    version, results = service.classify(np.asarray(body.vectors, np.float32), body.labels, body.top, body.threshold)
+    version, results = service.classify(matrix(body.vectors), body.labels, body.top, body.threshold)
     mark(response, version)
     return models.ClassifyOut(results=results, updates=version)
 
@@ -126,7 +126,7 @@ def explain(service: ServiceDep, response: Response,
 @router.post("/explain/embedding", response_model=models.ExplainOut, responses=ERRORS)
 def explain_embedding(body: models.ExplainVector, service: ServiceDep, response: Response) -> models.ExplainOut:
     """``explain`` for a query embedding made with the store's encoder of ``modality``."""
-    version, result = service.explain(np.asarray(body.vector, np.float32), body.modality, body.labels, body.gallery,
+    version, result = service.explain(matrix([body.vector], "vector")[0], body.modality, body.labels, body.gallery,
                                       top=body.top, anchors=body.anchors, neighbours=body.neighbours,
                                       threshold=body.threshold, reference=body.reference)
     mark(response, version)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
@@ -52,7 +52,7 @@ def galleries(service: ServiceDep) -> list[GalleryInfo]:
             response_class=Response)
 def thumbnail(service: ServiceDep, gallery: Annotated[str, Path(min_length=1, max_length=200)],
               item: Annotated[int, Path(ge=0, le=2**63 - 1)],
-              size: Annotated[int, Query(description="96, 160 or 320 pixels")] = 160) -> Response:
+              size: Annotated[Literal[96, 160, 320], Query(description="Pixels of the longer side")] = 160) -> Response:
     """A JPEG thumbnail of an anchor's image (gallery ``anchors``, by anchor id) or of an image
     gallery's item. Only images the store references are served."""
     data = service.thumbnail(gallery, item, size)

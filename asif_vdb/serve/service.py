@@ -248,7 +248,10 @@ class Service:
                                    ids=targets[:1000], seconds=round(time.perf_counter() - start, 3))
 
     def backup(self, out: str) -> dict[str, Any]:
-        """A backup while queries go on: a backup reads the store, and updates wait for it."""
+        """A backup while queries go on: a backup reads the store, and updates wait for it. ``out``
+        must be absolute: a relative path would depend on where the service was started."""
+        if not os.path.isabs(out):
+            raise InputError(f"backup folder {out!r}: give an absolute path on the service's machine")
         with self.guard.reading():
             return self.client.backup(out)
 

@@ -35,6 +35,8 @@ def backup(session: Session, out: str | os.PathLike[str]) -> dict[str, Any]:
     holds its update lock); reads go on."""
     engine = session.require()
     folder = Path(out)
+    if not folder.is_absolute():
+        folder = folder.resolve()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise InputError(f"backup folder {folder} exists and is not empty: give a new folder")
     start = time.perf_counter()
