@@ -359,7 +359,7 @@ def copy_store(src: Path, dst: Path) -> Path:
     """A private copy of a closed store (sparse: its preallocated logs stay holes)."""
     from asif_vdb.store.disk import copy_tree, not_store_file
 
-    copy_tree(src, dst, skip=not_store_file)
+    copy_tree(src, dst, skip=not_store_file, digests=False)
     return dst
 
 

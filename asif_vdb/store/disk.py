@@ -93,10 +93,11 @@ def _supports_holes(fd: int) -> bool:
         return False
 
 
-def copy_file(src: Path, dst: Path, sync: bool = True) -> str:
+def copy_file(src: Path, dst: Path, sync: bool = True, digest_it: bool = True) -> str:
     """Copy ``src`` to ``dst`` keeping its holes; returns the sha256 of its content (holes read as
-    zeros, so the digest does not depend on how the file is stored). ``sync``: fsync the copy."""
-    digest = hashlib.sha256()
+    zeros, so the digest does not depend on how the file is stored; "" without ``digest_it``).
+    ``sync``: fsync the copy."""
+    digest: Any = hashlib.sha256() if digest_it else _NoDigest()
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
@@ -144,7 +145,19 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+class _NoDigest:
+    """Stands in for a digest when none is wanted (a private copy, not a backup)."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+    def hexdigest(self) -> str:
+        return ""
+
+
 def _hash_zeros(digest: Any, n: int) -> None:
+    if isinstance(digest, _NoDigest):
+        return
     while n > 0:
         step = min(n, CHUNK)
         digest.update(_ZEROS[:step])
@@ -156,15 +169,17 @@ def not_store_file(rel: Path) -> bool:
     return rel.name == LOCK_FILE or rel.suffix == ".tmp" or any(part.startswith(".trash-") for part in rel.parts)
 
 
-def copy_tree(src: Path, dst: Path, skip: Callable[[Path], bool] = lambda rel: False) -> dict[str, str]:
+def copy_tree(src: Path, dst: Path, skip: Callable[[Path], bool] = lambda rel: False,
+              digests: bool = True) -> dict[str, str]:
     """Copy every regular file under ``src`` into ``dst`` (sparse, then made durable); returns relative
-    path -> sha256. Files whose relative path ``skip`` accepts are left out."""
+    path -> sha256 (empty strings without ``digests``). Files whose relative path ``skip`` accepts are
+    left out."""
     out: dict[str, str] = {}
     for path in walk(src):
         rel = path.relative_to(src)
         if skip(rel):
             continue
-        out[rel.as_posix()] = copy_file(path, dst / rel, sync=False)
+        out[rel.as_posix()] = copy_file(path, dst / rel, sync=False, digest_it=digests)
     sync_tree(dst, [dst / rel for rel in out])
     return out
 

@@ -147,7 +147,12 @@ def holder(store: str | os.PathLike[str]) -> Holder | None:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return _read(fd) or Holder(pid=0, host=socket.gethostname(), started=0.0)
+            for _ in range(5):  # the holder may be rewriting its note this very moment
+                note = _read(fd)
+                if note is not None:
+                    return note
+                time.sleep(0.02)
+            return Holder(pid=0, host=socket.gethostname(), started=0.0)
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

@@ -39,7 +39,7 @@ class ReadOnlyEdgeBackend(EdgeBackend):
                 "(set TMPDIR to a larger folder)")
         self._tmp = Path(tempfile.mkdtemp(prefix="asif-readonly-"))
         try:
-            disk.copy_tree(source, self._tmp / "store", skip=disk.not_store_file)
+            disk.copy_tree(source, self._tmp / "store", skip=disk.not_store_file, digests=False)
             super().__init__(self._tmp / "store")
         except BaseException:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -49,7 +49,8 @@ class ReadOnlyEdgeBackend(EdgeBackend):
 
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise ReadOnlyStoreError(f"store {self.location} is read-only (a read-only file system, or files you "
-                                 "cannot write): it can be read, not changed; copy it somewhere writable to change it")
+                                 "cannot write): this needs a write (a change, or data built on first use such as "
+                                 "the anchors gallery); copy the store somewhere writable for that")
 
     upsert = insert_sparse = replace_sparse = update_vectors = set_payload = _refuse
     delete = delete_where = write_config = write_blob = drop_collection = restore_snapshot = _refuse
