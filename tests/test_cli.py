@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -162,3 +163,33 @@ def test_search_json_is_one_array_of_hits(store_copy) -> None:
         want = client.search("a red square on a white background", "q", top=4)
     assert [(h["id"], h["payload"]["ref"]) for h in hits] == [(w.id, w.payload["ref"]) for w in want]
     assert all(Path(h["payload"]["ref"]).is_absolute() for h in hits)
+
+
+def test_classify_a_folder_and_a_glob_as_csv(store_copy, tmp_path) -> None:
+    """Folders are searched recursively and globs expanded; --csv gives one row per readable image
+    (path, prediction, --top classes and scores) equal to the client's answer; a corrupt image is
+    named on stderr and skipped."""
+    store, queries, _ = store_copy
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for i, (path, _) in enumerate(queries[:4]):
+        shutil.copy(path, (folder if i % 2 else folder / "more") / f"q{i}.png")
+    write(folder / "broken.png", b"not an image")
+    glob_dir = tmp_path / "globbed"
+    glob_dir.mkdir()
+    for i, (path, _) in enumerate(queries[4:6]):
+        shutil.copy(path, glob_dir / f"g{i}.png")
+    result = run_cli("classify", "--store", store, "--labels", "shapes", "--csv", "--top", "2", "--no-progress",
+                     folder, str(glob_dir / "g*.png"))
+    assert result.exit_code == 0, result.output
+    header, *rows = list(csv.reader(result.stdout.splitlines()))
+    assert header == ["path", "prediction", "class_1", "score_1", "class_2", "score_2"]
+    assert sorted(Path(r[0]).name for r in rows) == ["g0.png", "g1.png", "q0.png", "q1.png", "q2.png", "q3.png"]
+    (skipped,) = [line for line in result.stderr.splitlines() if line.startswith("skipped:")]
+    assert skipped == f"skipped: {folder / 'broken.png'}: not a readable image (corrupt or unknown format)"
+    with AsifClient(store) as client:
+        want = client.classify([r[0] for r in rows], "shapes", top=2)
+    for row, answer in zip(rows, want):
+        assert row[1] == (answer.label or "unknown")
+        assert row[2::2] == [p.label for p in answer.predictions]
+        assert [float(s) for s in row[3::2]] == [round(p.score, 6) for p in answer.predictions]

@@ -11,7 +11,7 @@ import glob
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -232,6 +232,11 @@ def image_inputs(items: Iterable[str]) -> tuple[list[Path], list[str]]:
         else:
             missing.append(f"{item}: no such file or folder")
     return files, missing
+
+
+def skipped_images(inputs: Sequence[Any], errors: Mapping[int, str]) -> list[str]:
+    """One line per image the encoder skipped (``errors``: position -> why), naming its input once."""
+    return [why if str(inputs[i]) in why else f"{inputs[i]}: {why}" for i, why in errors.items()]
 
 
 def report_skipped(skipped: Iterable[str]) -> int:

@@ -14,6 +14,7 @@ from asif_vdb.cli.common import (
     labels_option,
     open_client,
     report_skipped,
+    skipped_images,
     store_options,
     top_option,
     write_json,
@@ -105,7 +106,7 @@ def calibrate(store: Path | None, url: str | None, api_key: str | None, label_se
         info = client.label_set(label_set)
         folder = labelled_folder(data, info.classes, class_map)
         vectors, kept, errors = client.encode_images_skipping(folder.paths, progress=len(folder.paths) > 256)
-        report_skipped(f"{folder.paths[i]}: {why}" for i, why in errors.items())
+        report_skipped(skipped_images(folder.paths, errors))
         report = client.calibrate(label_set, embeddings=vectors, truth=folder.labels[kept],
                                   criterion=criterion,  # type: ignore[arg-type]  # click.Choice
                                   max_wrong=max_wrong, target_accuracy=target_accuracy, max_unknown=max_unknown,

@@ -20,6 +20,7 @@ from asif_vdb.cli.common import (
     labels_option,
     open_client,
     report_skipped,
+    skipped_images,
     store_options,
     top_option,
     write_json,
@@ -180,7 +181,7 @@ def classify(store: Path | None, url: str | None, api_key: str | None, images: t
         for start in range(0, len(paths), 256):
             chunk = paths[start : start + 256]
             vectors, kept, errors = client.encode_images_skipping(chunk)
-            skipped += report_skipped(f"{chunk[i]}: {why}" for i, why in errors.items())
+            skipped += report_skipped(skipped_images(chunk, errors))
             results = client.classify_embeddings(vectors, label_set, top, threshold=None if no_threshold else "stored") \
                 if len(kept) else []
             for i, result in zip(kept, results):

@@ -17,6 +17,7 @@ from asif_vdb.cli.common import (
     labels_option,
     open_client,
     report_skipped,
+    skipped_images,
     store_options,
 )
 from ingest.readers.datasets import labelled_folder
@@ -90,7 +91,7 @@ def prune(store: Path | None, url: str | None, api_key: str | None, label_set: s
         if sample_dir is not None:
             data = labelled_folder(sample_dir, client.label_set(label_set).classes)
             vectors, kept, errors = client.encode_images_skipping(data.paths, progress=True)
-            report_skipped(f"{data.paths[i]}: {why}" for i, why in errors.items())
+            report_skipped(skipped_images(data.paths, errors))
             labels = data.labels[kept]
         report = client.prune(label_set, keep, new_store, query_vectors=vectors, query_labels=labels, k=k,
                               method=method)  # type: ignore[arg-type]  # click.Choice

@@ -19,6 +19,7 @@ from asif_vdb.cli.common import (
     json_option,
     open_client,
     report_skipped,
+    skipped_images,
     store_options,
     top_option,
 )
@@ -66,7 +67,7 @@ def gallery_add(store: Path | None, url: str | None, api_key: str | None, name: 
     with open_client(store, url, api_key) as client:
         if images is not None:
             vectors, kept, errors = client.encode_images_skipping(images, progress=len(images) > 64)
-            skipped += report_skipped(f"{images[i]}: {why}" for i, why in errors.items())
+            skipped += report_skipped(skipped_images(images, errors))
             chosen = [payloads[i] if payloads is not None else {} for i in kept]
             ids = client.index_gallery_embeddings(name, vectors, "image",
                                                   [{"ref": str(Path(images[i]).resolve()), **p}
