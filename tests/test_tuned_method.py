@@ -186,6 +186,8 @@ def test_tune_scores_held_out_pairs_and_stores_its_choice(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads(result.output)
     assert doc["applied"] is False and len(doc["rows"]) == 81  # the default grid
+    result = run_cli("tune", "--store", str(path), "--holdout", "20", "--dry-run")
+    assert result.exit_code == 0 and "<- chosen" in result.output and "not stored (--dry-run)" in result.output
     result = run_cli("tune", "--store", str(path), "--holdout", "100")
     assert result.exit_code == 2 and "holds out 100 groups" in result.output + str(result.stderr)
 

@@ -51,7 +51,7 @@ def table(report: TuneReport) -> str:
         lines.append(f"... {len(report.rows) - len(shown)} more settings (--json or --out for all)")
     p = report.params
     verb = "stored" if report.applied else "not stored (--dry-run)"
-    lines.append(f"chosen: k={p['k']} candidate k={p['candidate_k']} p={p['p']:g} image whiten="
+    lines.append(f"chosen: k={p['k']} candidate k={p['candidate_k'] or p['k']} p={p['p']:g} image whiten="
                  f"{p['image_fit']['whiten']:g} caption whiten={p['text_fit']['whiten']:g}: {verb}")
     return "\n".join(lines)
 
