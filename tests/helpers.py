@@ -411,3 +411,29 @@ def find_chromium() -> str | None:
     candidates = [os.environ["CHROMIUM_PATH"]] if "CHROMIUM_PATH" in os.environ else \
         ["/usr/lib/chromium/chromium", shutil.which("chromium") or ""]
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def update_batches(seed: int, n_batches: int, batch: int) -> dict[str, Any]:
+    """The data of a store that grows by batches (test_readers_beside_writer.py): its first anchors,
+    a label set's prompt vectors, a gallery, the batches and the queries, the same in every process."""
+    rng = np.random.default_rng(seed)
+    pairs = lambda n, tag: (unit_rows(rng, n, DI), unit_rows(rng, n, DT),  # noqa: E731
+                            [{"caption": f"{tag}-{i}", "source": tag} for i in range(n)])
+    return {"first": pairs(100, "first"), "prompts": unit_rows(rng, 6, DT), "gallery": unit_rows(rng, 40, DI),
+            "batches": [pairs(batch, f"b{b}") for b in range(n_batches)], "queries": unit_rows(rng, 4, DI)}
+
+
+def growing_store(path: Path, data: dict[str, Any], batches: int) -> AsifClient:
+    """The store of ``update_batches`` data after its first ``batches`` batches."""
+    from asif_vdb.schema.store import LabelSetInfo
+
+    client = make_store(path, k=8)
+    client.add_anchor_embeddings(*data["first"])
+    classes = [f"class{i}" for i in range(len(data["prompts"]))]
+    assert client.engine is not None
+    client.engine.label_sets.store(LabelSetInfo(name="things", classes=classes, templates=["{}"]), classes,
+                                   data["prompts"])
+    client.index_gallery_embeddings("g", data["gallery"], "image")
+    for img, txt, payloads in data["batches"][:batches]:
+        client.add_anchor_embeddings(img, txt, payloads)
+    return client

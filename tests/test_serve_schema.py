@@ -10,8 +10,8 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 
-from hypothesis import HealthCheck, settings  # noqa: E402
 from helpers import copy_store  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 from asif_vdb import AsifClient  # noqa: E402
 from asif_vdb.serve import Service, Settings, create_app  # noqa: E402

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
 from asif_vdb.schema.store import GalleryInfo, LabelSetInfo
 from asif_vdb.serve import models
 from asif_vdb.serve.deps import ERRORS, WRITE_ERRORS, ServiceDep, mark, require_key
+from asif_vdb.serve.service import Settings
 
 router = APIRouter(tags=["store"])
 
@@ -52,7 +53,8 @@ def galleries(service: ServiceDep) -> list[GalleryInfo]:
             response_class=Response)
 def thumbnail(service: ServiceDep, gallery: Annotated[str, Path(min_length=1, max_length=200)],
               item: Annotated[int, Path(ge=0, le=2**63 - 1)],
-              size: Annotated[Literal[96, 160, 320], Query(description="Pixels of the longer side")] = 160) -> Response:
+              size: Annotated[int, Query(description="Pixels of the longer side",
+                                         json_schema_extra={"enum": list(Settings().thumbnail_sizes)})] = 160) -> Response:
     """A JPEG thumbnail of an anchor's image (gallery ``anchors``, by anchor id) or of an image
     gallery's item. Only images the store references are served."""
     data = service.thumbnail(gallery, item, size)

@@ -175,6 +175,7 @@ def copy_tree(src: Path, dst: Path, skip: Callable[[Path], bool] = lambda rel: F
     path -> sha256 (empty strings without ``digests``). Files whose relative path ``skip`` accepts are
     left out."""
     out: dict[str, str] = {}
+    dst.mkdir(parents=True, exist_ok=True)
     for path in walk(src):
         rel = path.relative_to(src)
         if skip(rel):
