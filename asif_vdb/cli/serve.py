@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import signal
 from pathlib import Path
 
 import click
@@ -54,10 +55,20 @@ def serve(store: Path | None, url: str | None, qdrant_api_key: str | None, host:
             click.echo(f"serving {client.location} ({client.count()} anchors) at {address}: the page at {address}/, "
                        f"the API at {address}/docs; Ctrl-C stops", err=True)
 
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request closes the store like Ctrl-C
         try:
             run_service(service, host, port, log_level=log_level, ready=ready)
         except OSError as e:
             raise click.UsageError(str(e)) from None
+        except KeyboardInterrupt:  # uvicorn stops cleanly on the signal, then raises it again
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    click.echo("stopped; the store is closed", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _loopback(host: str) -> bool:
