@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -287,6 +288,11 @@ class RemoteClient:
         if not conditions:
             raise InputError("give at least one payload condition, e.g. source='NAME'")
         return int(self._call("DELETE", "/anchors", json={"where": conditions})["deleted"])
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Nothing to defer here: each request is a whole update on the service's side."""
+        yield
 
     def backup(self, out: str | os.PathLike[str]) -> dict[str, Any]:
         """A backup written by the service (``out`` is a folder on its machine)."""

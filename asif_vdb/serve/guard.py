@@ -83,6 +83,9 @@ WRITES = frozenset({
 #: Methods that may write derived data while reading (an anchors gallery catches up at its search;
 #: a hub gallery computes missing statistics): run alone, not counted.
 ALONE = frozenset({"search", "search_many", "search_embeddings", "explain_search"})
+#: Methods that return a context manager whose entry and exit change the store (a bulk load
+#: builds the index and refits once, when it ends).
+CONTEXTS = frozenset({"bulk_load"})
 #: Methods that never touch the store's collections (the encoders, the location).
 FREE = frozenset({"encoder", "encode_images", "encode_images_skipping", "encode_texts", "close"})
 
@@ -99,6 +102,8 @@ class GuardedClient:
         attr = getattr(self._client, name)
         if not callable(attr) or name in FREE:
             return attr
+        if name in CONTEXTS:
+            return lambda *args, **kwargs: _GuardedContext(attr(*args, **kwargs), self._guard)
         return _guarded(attr, self._guard, name)
 
     def __enter__(self) -> GuardedClient:
@@ -122,3 +127,19 @@ def _guarded(method: Callable[..., Any], guard: StoreGuard, name: str) -> Callab
     call.__name__ = name
     call.__doc__ = method.__doc__
     return call
+
+
+class _GuardedContext:
+    """A context manager of the client whose entry and exit each run as an update."""
+
+    def __init__(self, inner: Any, guard: StoreGuard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def __enter__(self) -> Any:
+        with self._guard.writing():
+            return self._inner.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        with self._guard.writing():
+            return self._inner.__exit__(*exc)
