@@ -44,14 +44,14 @@ def z(s: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def evaluate(emb: dict, prompts: np.ndarray, f8k: datasets.Flickr8k, labels: np.ndarray, tuned: bool,
-             train: list[str], params: AsifParams | None = None) -> dict:
+             train: list[str], params: AsifParams | None = None, test: list[str] | None = None) -> dict:
     """Dense CIFAR-10 and Flickr8k test figures for one encoder's embeddings (``emb["flickr_images"]``
     holds the rows of every Flickr8k image, ``emb["cifar_images"]`` the CIFAR subset)."""
     params = params or (AsifParams() if tuned else AsifParams(method="plain"))
     row = {n: i for i, n in enumerate(f8k.images)}
     img_rows, cap_rows, _ = datasets.anchor_pairs(f8k, train)
     a_img, a_txt = emb["flickr_images"][img_rows], emb["flickr_captions"][cap_rows]
-    test = f8k.names("test")
+    test = test if test is not None else f8k.names("test")
     g_img = emb["flickr_images"][[row[n] for n in test]]
     first = np.cumsum([0] + [len(f8k.captions[n]) for n in f8k.images])
     g_txt = emb["flickr_captions"][[first[row[n]] for n in test]]
@@ -88,6 +88,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--train-images", type=int, default=2000)
     ap.add_argument("--cifar-per-class", type=int, default=150)
+    ap.add_argument("--test-images", type=int, default=1000)
     args = ap.parse_args()
     f8k = datasets.load_flickr8k()
     cifar_paths, all_labels = datasets.load_cifar10()
@@ -95,10 +96,11 @@ def main() -> None:
     cifar = np.concatenate([held[all_labels[held] == c][: args.cifar_per_class] for c in range(10)])
     labels = all_labels[cifar]
     train = f8k.names("train")[: args.train_images]
-    needed = sorted({f8k.images.index(n) for n in train + f8k.names("test")})
+    test = f8k.names("test")[: args.test_images]
+    needed = sorted({f8k.images.index(n) for n in train + test})
     sample = [f8k.image_path(n) for n in f8k.images[: args.speed_images]]
     out: dict = {"speed_images": len(sample), "anchor_pairs": 5 * len(train), "anchor_images": len(train),
-                 "cifar_images": len(cifar), "flickr_test_images": len(f8k.names("test"))}
+                 "cifar_images": len(cifar), "flickr_test_images": len(test)}
     with tempfile.TemporaryDirectory() as tmp:
         clients = {e: AsifClient(Path(tmp) / e, image_encoder=e) for e in ENCODERS}  # auto: images in float32
         for c in clients.values():
@@ -124,8 +126,8 @@ def main() -> None:
                        "cifar_images": c.encode_images([cifar_paths[i] for i in cifar], progress=True)}
             out[e] = {"encoder": c.encoder("image").identity.describe(), "images_per_second": round(len(sample) / sec, 1),
                       "embedding_seconds_this_run": round(time.perf_counter() - t, 1),
-                      "plain": evaluate(emb, prompts, f8k, labels, tuned=False, train=train),
-                      "default_method": evaluate(emb, prompts, f8k, labels, tuned=True, train=train)}
+                      "plain": evaluate(emb, prompts, f8k, labels, tuned=False, train=train, test=test),
+                      "default_method": evaluate(emb, prompts, f8k, labels, tuned=True, train=train, test=test)}
             print(e, out[e], flush=True)
             c.close()
     out["lite2_encoding_cost_vs_lite0"] = round(out["lite0"]["images_per_second"] / out["lite2"]["images_per_second"], 2)
