@@ -16,7 +16,7 @@ from asif_vdb.cli import COMMANDS, main
 from asif_vdb.cli.common import EXIT_CODES
 
 #: Commands that print no result of their own, only a confirmation or a walkthrough: no --json.
-NO_JSON = {"demo", "labels delete", "gallery delete", "methods hub"}
+NO_JSON = {"demo", "labels delete", "gallery delete", "methods hub", "serve"}  # serve runs until stopped
 
 
 def test_demo_runs_offline_and_classifies(tmp_path) -> None:
@@ -136,6 +136,8 @@ def test_every_json_command_prints_valid_json(store_copy, tmp_path) -> None:
         "prune": ["prune", "--labels", "shapes", "--keep", "10", "--new-store", str(tmp_path / "pruned"), *s],
         "labels coverage": ["labels", "coverage", "shapes", "--few", "1", *s],
         "tune": ["tune", "--holdout", "10", "--dry-run", *s],
+        "backup": ["backup", "--out", str(tmp_path / "backup"), *s],
+        "restore": ["restore", str(tmp_path / "backup"), "--store", str(tmp_path / "restored")],
         "methods transform": ["methods", "transform", "--recommended", *s],  # last: it refits the store
     }
     assert set(runs) == set(leaf_commands()) - NO_JSON  # every --json command is run here

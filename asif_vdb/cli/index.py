@@ -67,7 +67,7 @@ def index_optimize(store: Path | None, url: str | None, api_key: str | None, as_
     with open_client(store, url, api_key) as client:
         seconds = client.optimize()
     if as_json:
-        echo_json(seconds)
+        echo_json({"optimized": seconds, "seconds": round(sum(seconds.values()), 3)})
     else:
         click.echo("nothing to do" if not seconds else
                    ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))

@@ -130,14 +130,15 @@ def _guarded(method: Callable[..., Any], guard: StoreGuard, name: str) -> Callab
 
 
 class _GuardedContext:
-    """A context manager of the client whose entry and exit each run as an update."""
+    """A context manager of the client (a bulk load) run under the guard: its entry alone, changing
+    nothing a query sees (not counted); its exit, which builds the index and refits, as an update."""
 
     def __init__(self, inner: Any, guard: StoreGuard) -> None:
         self._inner = inner
         self._guard = guard
 
     def __enter__(self) -> Any:
-        with self._guard.writing():
+        with self._guard.writing(change=False):
             return self._inner.__enter__()
 
     def __exit__(self, *exc: Any) -> Any:
