@@ -51,7 +51,7 @@ class AsifClient:
     ``image_identity`` / ``text_identity`` declare the encoders of embeddings made elsewhere (a new
     store then records them without loading any model; an existing one must match them). ``tuning``
     trades speed for memory; it never changes a result. ``index`` (settings or a preset name: "exact",
-    "int8", "hnsw") is how a new store searches its anchors; ``exact_search`` makes every anchor
+    "int8", "hnsw", "auto": the default) is how a new store searches its anchors; ``exact_search`` makes every anchor
     search of this client exact whatever the store's settings (a baseline to compare with).
     ``for_repair`` opens a store whose config is missing or unreadable, for ``doctor`` only.
     """
@@ -349,7 +349,7 @@ class AsifClient:
         return self._session.engine.config.index if self._session.engine else self._session.index
 
     def set_search_index(self, index: IndexSettings | str) -> dict[str, float]:
-        """Search the anchors with new settings (or a preset: "exact", "int8", "hnsw"); the index is built
+        """Search the anchors with new settings (or a preset: "exact", "int8", "hnsw", "auto"); the index is built
         now. Returns the seconds each collection took."""
         settings = index_settings(index)
         assert settings is not None
@@ -361,6 +361,11 @@ class AsifClient:
         which would run after each batch, run once when it ends (ingestion uses it)."""
         with self._session.writable().bulk_load():
             yield
+
+    def warm_up(self) -> float:
+        """Read the anchor index ahead of the first query (a few searches per modality); ``asif serve``
+        runs it before it listens. Returns the seconds it took."""
+        return self._session.require().anchors.warm_up()
 
     def optimize(self) -> dict[str, float]:
         """Build the anchor index over what was written since and compact the derived vectors (ingestion

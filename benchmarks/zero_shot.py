@@ -30,6 +30,7 @@ from asif_vdb import (
 )
 from asif_vdb.cli.tune import table as tune_table  # noqa: E402
 from asif_vdb.maths.support import spearman  # noqa: E402
+from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings  # noqa: E402
 from benchmarks import datasets  # noqa: E402
 from benchmarks.common import Stages, finish  # noqa: E402
 
@@ -43,7 +44,17 @@ def main() -> None:
     ap.add_argument("--fresh", action="store_true", help="encode everything now instead of using the cache")
     ap.add_argument("--tune", action="store_true", help="also run `asif tune --dry-run` on the store (its table is "
                     "printed and saved under 'tune')")
+    ap.add_argument("--index", choices=sorted(INDEX_PRESETS), default=None,
+                    help="search the anchors with this preset at any size (exact_below 0); results saved as "
+                         "zero_shot_INDEX.json (benchmarks/index_quality.py compares them all in one run)")
+    ap.add_argument("--quantization", choices=["none", "int8", "binary", "turbo"], default=None,
+                    help="the anchors' quantization (a scan unless --index hnsw), at any size")
     args = ap.parse_args()
+    index = None
+    if args.index or args.quantization:
+        index = (INDEX_PRESETS[args.index] if args.index else IndexSettings()).model_copy(update={"exact_below": 0})
+        if args.quantization:
+            index = index.model_copy(update={"quantization": args.quantization})
     if args.fresh:
         os.environ["ASIF_CACHE"] = tempfile.mkdtemp()
         datasets.CACHE = Path(os.environ["ASIF_CACHE"])
@@ -53,7 +64,7 @@ def main() -> None:
     train = f8k.names("train")
     given = {k: v for k, v in (("method", args.method), ("k", args.k), ("p", args.p)) if v is not None}
     params = AsifParams(**given) if given else None  # None: the defaults, as a user who gives no option
-    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params) as client:
+    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params, index=index) as client:
         with stages("encode"):
             emb = datasets.embeddings(client)
         img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, train)
@@ -86,7 +97,8 @@ def main() -> None:
     held = ~datasets.cifar_calibration_mask(cifar_labels)
     support = {r.name: r for r in coverage.classes}
     acc = np.asarray([per_class[c] for c in datasets.CIFAR_CLASSES])
-    finish("zero_shot", {
+    finish("zero_shot" + (f"_{(index.quantization if args.quantization else args.index)}" if index else ""), {
+        "index": index.model_dump() if index else "the default (exact at this size)",
         # Does `asif labels coverage` predict where accuracy is low? Spearman over the 10 classes.
         "coverage_vs_accuracy_spearman_anchors": round(spearman(
             np.asarray([support[c].anchors for c in datasets.CIFAR_CLASSES]), acc), 3),

@@ -146,10 +146,11 @@ def seeded_store(path: Path, k: int, seed: int, n_anchors: int, n_text: int, n_i
     return client, rng
 
 
-def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
+def assert_fresh(client: AsifClient, tol: float = 1e-5, sims_tol: float = 1e-6) -> None:
     """Every candidate's stored relative vector equals a rebuild's (the query recipe on its stored
-    embedding), and its stored list is the true top of its anchors (ids, completeness); an anchors
-    gallery behind the anchors is not checked (it catches up at its next search)."""
+    embedding), and its stored list is the true top of its anchors (ids, completeness, similarities
+    to ``sims_tol``); an anchors gallery behind the anchors is not checked (it catches up at its next
+    search)."""
     engine = client.engine
     assert engine is not None
     k = engine.config.params.k
@@ -179,7 +180,7 @@ def assert_fresh(client: AsifClient, tol: float = 1e-5) -> None:
             # inside the list may differ only between near-equal values (settled when it matters)
             assert sorted(lst.ids.tolist()) == sorted(true.ids[: len(lst)].tolist())
             truth_sims = dict(zip(true.ids.tolist(), true.sims.tolist()))
-            np.testing.assert_allclose(lst.sims, [truth_sims[i] for i in lst.ids.tolist()], atol=1e-6)
+            np.testing.assert_allclose(lst.sims, [truth_sims[i] for i in lst.ids.tolist()], atol=sims_tol)
             assert np.all(np.diff(lst.sims) <= EPS)
             assert not lst.full or len(lst) == len(true)  # complete means nothing positive is missing
 

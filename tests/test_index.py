@@ -46,6 +46,8 @@ def test_hnsw_with_rescoring_agrees_with_exact_search(tmp_path) -> None:
     assert set(built) >= {ANCHORS["image"]}  # 3,000 x 64 floats: over the 100 KB scan threshold, indexed
     queries = clustered(rng, 100, DI)
     approx = client.engine.anchors.topk(queries, "image")
+    assert client.warm_up() > 0  # searches the index ahead of a first query; answers unchanged
+    assert [h.ids.tolist() for h in client.engine.anchors.topk(queries, "image")] == [h.ids.tolist() for h in approx]
     client.close()
     with AsifClient(tmp_path / "s", exact_search=True) as exact_client:
         exact = exact_client.engine.anchors.topk(queries, "image")

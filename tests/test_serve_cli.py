@@ -46,6 +46,7 @@ def test_other_commands_and_the_remote_client_go_through_asif_serve(store: Path)
             line = proc.stderr.readline()
         address = holder(store).serve
         assert address is not None and address.startswith("http://127.0.0.1:") and f"at {address}:" in line
+        assert "warmed up in" in line  # the anchor index was searched before the first request
         with RemoteClient.for_store(store) as remote:
             got = remote.classify_embeddings(queries, "things", 2, threshold=None)
             assert [c.label for c in got] == [c.label for c in want_classes]

@@ -121,7 +121,9 @@ def test_doctor_rebuilds_a_lost_anchor_collection_from_the_payloads(store_copy, 
     with AsifClient(store) as client:
         assert client.count() == n
         np.testing.assert_allclose(client.class_scores(client.encode_images(images), "shapes"), before, atol=1e-4)
-        assert_fresh(client)
+        # a re-encoded half equals the lost one to the float32 rounding of the encoder's batch
+        # arithmetic (about 1e-6), so similarities saved before the loss match it to that
+        assert_fresh(client, sims_tol=1e-5)
 
 
 def test_doctor_refuses_a_mass_deletion_without_force(tmp_path) -> None:

@@ -59,7 +59,8 @@ def index_options(fn: F) -> F:
     fn = click.option("--quantization", type=click.Choice(["none", "int8", "binary", "turbo"]), default=None,
                       help="Anchor vectors quantized in RAM, candidates rescored with the originals.")(fn)
     fn = click.option("--index", "index_preset", type=click.Choice(sorted(INDEX_PRESETS)), default=None,
-                      help="Anchor search preset: exact, int8 (a quantized scan), hnsw (graph + int8).")(fn)
+                      help="Anchor search preset: exact, int8 (a quantized scan), hnsw (graph + int8), auto (exact "
+                           "below 100,000 anchors, hnsw above: a new store's default).")(fn)
     return fn
 
 

@@ -33,9 +33,11 @@ from asif_vdb.serve.service import Service, Settings
               help="Where uploaded anchor images are kept (default: the embedded store's uploads folder).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (requests are logged at info; keys never are).")
+@click.option("--warm-up/--no-warm-up", "warm_up", default=True, show_default=True,
+              help="Search the anchors a few times before listening, so the first query is not the slow one.")
 @friendly
 def serve(store: Path | None, url: str | None, qdrant_api_key: str | None, host: str, port: int, api_key: str | None,
-          cors: tuple[str, ...], max_upload_mb: int, uploads: Path | None, log_level: str) -> None:
+          cors: tuple[str, ...], max_upload_mb: int, uploads: Path | None, log_level: str, warm_up: bool) -> None:
     """Serve the store: the web page at /, the API at /docs. One process holds the store; queries
     run side by side and see the store before or after each update, never in between; updates
     queue. Other `asif` commands on the same store are sent here automatically. Ctrl-C stops."""
@@ -51,9 +53,11 @@ def serve(store: Path | None, url: str | None, qdrant_api_key: str | None, host:
                             uploads=uploads or uploads_folder(client))
         service = Service(client, settings)
 
+        warm = f", warmed up in {client.warm_up():.2f} s" if warm_up and client.engine is not None else ""
+
         def ready(address: str) -> None:
-            click.echo(f"serving {client.location} ({client.count()} anchors) at {address}: the page at {address}/, "
-                       f"the API at {address}/docs; Ctrl-C stops", err=True)
+            click.echo(f"serving {client.location} ({client.count()} anchors{warm}) at {address}: the page at "
+                       f"{address}/, the API at {address}/docs; Ctrl-C stops", err=True)
 
         previous = signal.signal(signal.SIGTERM, _interrupt)  # a stop request closes the store like Ctrl-C
         try:

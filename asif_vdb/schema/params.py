@@ -168,14 +168,22 @@ class IndexSettings(BaseModel):
         return self.quantization != "none" or self.hnsw
 
 
-#: Named settings for the command line (``--index``); measured in benchmarks/scale.py.
+#: Anchors below which the default index searches exactly: an exact scan of 100k 1280-d anchors takes
+#: about as long as the sparse ranking of 1,000 classes, and building a graph costs minutes; above it the
+#: graph's search time hardly grows (benchmarks/scale.py, docs/benchmarks.md).
+AUTO_EXACT_BELOW = 100_000
+
+#: Named settings for the command line (``--index``); measured in benchmarks/scale.py and
+#: benchmarks/index_quality.py.
 INDEX_PRESETS: dict[str, IndexSettings] = {
     "exact": IndexSettings(),
     "int8": IndexSettings(quantization="int8", oversampling=2.0),
     "hnsw": IndexSettings(quantization="int8", hnsw=True, oversampling=1.5),
+    "auto": IndexSettings(quantization="int8", hnsw=True, oversampling=1.5, exact_below=AUTO_EXACT_BELOW),
 }
-#: What a new store searches with unless told otherwise (see docs/benchmarks.md, scale).
-DEFAULT_INDEX = INDEX_PRESETS["exact"]
+#: What a new store searches with unless told otherwise: exact until it holds ``AUTO_EXACT_BELOW``
+#: anchors, then int8 + HNSW with exact rescoring (the first update past it builds the graph).
+DEFAULT_INDEX = INDEX_PRESETS["auto"]
 
 
 def index_settings(value: IndexSettings | str | None) -> IndexSettings | None:

@@ -18,6 +18,9 @@ from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import asif_vdb.serve.routes_anchors as routes_anchors
+import asif_vdb.serve.routes_query as routes_query
+import asif_vdb.serve.routes_store as routes_store
 from asif_vdb import __version__
 from asif_vdb.errors import (
     AsifError,
@@ -28,7 +31,6 @@ from asif_vdb.errors import (
     StoreBusyError,
     StoreError,
 )
-from asif_vdb.serve import routes_anchors, routes_query, routes_store
 from asif_vdb.serve.service import Service
 
 STATIC = Path(__file__).resolve().parent / "static"

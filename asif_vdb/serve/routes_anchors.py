@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 
-from asif_vdb.serve import models
+import asif_vdb.serve.models as models
 from asif_vdb.serve.deps import ERRORS, WRITE_ERRORS, ServiceDep, matrix, parse_where, read_upload, require_key
 from asif_vdb.serve.uploads import add_uploads
 

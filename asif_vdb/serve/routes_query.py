@@ -10,10 +10,10 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.responses import HTMLResponse
 
+import asif_vdb.serve.models as models
 from asif_vdb.errors import InputError
 from asif_vdb.features.report import render_html
 from asif_vdb.schema.store import Modality
-from asif_vdb.serve import models
 from asif_vdb.serve.deps import ERRORS, UPLOAD_ERRORS, ServiceDep, mark, matrix, parse_where, read_upload
 from asif_vdb.serve.service import Service, groups
 

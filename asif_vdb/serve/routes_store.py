@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
 
+import asif_vdb.serve.models as models
 from asif_vdb.schema.store import GalleryInfo, LabelSetInfo
-from asif_vdb.serve import models
 from asif_vdb.serve.deps import ERRORS, WRITE_ERRORS, ServiceDep, mark, require_key
 from asif_vdb.serve.service import Settings
 

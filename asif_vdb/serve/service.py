@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+import asif_vdb.serve.models as models
 from asif_vdb import AsifClient, InputError, NotFoundError, load_image
 from asif_vdb.engine.layout import gallery_key, is_anchors_gallery
 from asif_vdb.errors import StoreError
@@ -29,7 +30,6 @@ from asif_vdb.features import explain, galleries
 from asif_vdb.features.report import group_by_image
 from asif_vdb.schema.results import Classification, Explanation, SearchHit
 from asif_vdb.schema.store import GalleryInfo, LabelSetInfo, Modality
-from asif_vdb.serve import models
 from asif_vdb.serve.guard import GuardedClient, StoreGuard
 from asif_vdb.store.readonly import ReadOnlyEdgeBackend
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import asif_vdb.serve.models as models
 from asif_vdb import InputError
-from asif_vdb.serve import models
 from asif_vdb.serve.service import Service, Upload
 from ingest.config import IngestConfig
 from ingest.pipeline import run_ingest

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+import asif_vdb.store.disk as disk
 from asif_vdb.errors import StoreError
-from asif_vdb.store import disk
 from asif_vdb.store.base import (
     EXACT,
     Backend,

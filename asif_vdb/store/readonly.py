@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, NoReturn
 
+import asif_vdb.store.disk as disk
 from asif_vdb.errors import ReadOnlyStoreError, StoreBusyError, StoreError
-from asif_vdb.store import disk
 from asif_vdb.store.base import CollectionSpec
 from asif_vdb.store.edge import EdgeBackend
 from asif_vdb.store.lock import busy_message, holder
