@@ -310,14 +310,26 @@ def main() -> None:
         return
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([args.n] if args.n else [])
     data = make_data(Path(args.work), max(sizes), args.queries)
-    out: dict = {}
+    setup = {"index": args.index, "method": args.method, "noise": NOISE, "k": K, "prompts": PROMPTS,
+             "queries": args.queries}
+    out = earlier_sizes(setup)
     for n in sizes:
         try:
             out[str(n)] = measure_size(args, data, n)
         except (RuntimeError, MemoryError, OSError) as e:  # a size that cannot be built here is reported
             out[str(n)] = {"failed": str(e)[-2000:]}
-    finish("scale", {"index": args.index, "method": args.method, "noise": NOISE, "k": K, "prompts": PROMPTS,
-                     "queries": args.queries, "sizes": out})
+        out[str(n)]["measured_at"] = time.strftime("%Y-%m-%d %H:%M")
+    finish("scale", {**setup, "sizes": dict(sorted(out.items(), key=lambda kv: int(kv[0])))})
+
+
+def earlier_sizes(setup: dict) -> dict:
+    """The sizes of the saved results made with the same setup (each size's row holds its own
+    baselines, measured beside it), so that a run of one size adds to them instead of replacing them."""
+    saved = Path(__file__).resolve().parent / "results" / "scale.json"
+    if not saved.exists():
+        return {}
+    earlier = json.loads(saved.read_text())
+    return dict(earlier.get("sizes", {})) if all(earlier.get(k) == v for k, v in setup.items()) else {}
 
 
 if __name__ == "__main__":
