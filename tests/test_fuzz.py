@@ -63,7 +63,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def assert_healthy(path: Path) -> None:
     with AsifClient(path) as client:
         checks = client.doctor()
-        assert all(c.healthy for c in checks), [c.line() for c in checks]
+        assert all(c.healthy for c in checks), [c.line() for c in checks if not c.healthy]
 
 
 # -- the client's public methods ------------------------------------------------------------------
