@@ -126,3 +126,14 @@ def anchor_pairs(f8k: Flickr8k, names: list[str]) -> tuple[list[int], list[int],
                              "source": f"flickr8k-{f8k.split[name]}",
                              "hash": hashlib.sha256(f"{name}\n{caption}".encode()).hexdigest()})
     return img_rows, cap_rows, payloads
+
+
+def add_train_anchors(client, f8k: Flickr8k, emb: dict[str, np.ndarray], batch: int = 4096) -> int:
+    """Add the Flickr8k-train pairs (``anchor_pairs``) to ``client`` from the cached embeddings, in
+    batches as a user's script would; returns the pairs given."""
+    img_rows, cap_rows, payloads = anchor_pairs(f8k, f8k.names("train"))
+    for start in range(0, len(payloads), batch):
+        sl = slice(start, start + batch)
+        client.add_anchor_embeddings(emb["flickr_images"][img_rows[sl]], emb["flickr_captions"][cap_rows[sl]],
+                                     payloads[sl])
+    return len(payloads)

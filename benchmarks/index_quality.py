@@ -48,12 +48,8 @@ def main() -> None:
     out: dict = {"presets": {}}
     with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params) as client:
         emb = datasets.embeddings(client)
-        img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, f8k.names("train"))
         with client.bulk_load():
-            for start in range(0, len(payloads), 4096):
-                sl = slice(start, start + 4096)
-                client.add_anchor_embeddings(emb["flickr_images"][img_rows[sl]], emb["flickr_captions"][cap_rows[sl]],
-                                             payloads[sl])
+            datasets.add_train_anchors(client, f8k, emb)
         client.create_label_set("cifar10", datasets.CIFAR_CLASSES)
         row = {n: i for i, n in enumerate(f8k.images)}
         test = f8k.names("test")

@@ -117,12 +117,8 @@ def main() -> None:
             AsifClient(Path(tmp) / "store", params=AsifParams(k=args.k, p=args.p)) as client:
         with stages("load_embeddings"):
             emb = datasets.embeddings(client)
-        img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, f8k.names("train"))
         with stages("add_anchors"):
-            for start in range(0, len(payloads), 4096):
-                sl = slice(start, start + 4096)
-                client.add_anchor_embeddings(emb["flickr_images"][img_rows[sl]],
-                                             emb["flickr_captions"][cap_rows[sl]], payloads[sl])
+            datasets.add_train_anchors(client, f8k, emb)
         client.create_label_set("cifar10", datasets.CIFAR_CLASSES, ["a photo of a {}."])
         with stages("make_and_encode_ood"):
             ood = ood_images(args.ood)

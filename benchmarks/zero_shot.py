@@ -61,18 +61,13 @@ def main() -> None:
     stages = Stages()
     f8k = datasets.load_flickr8k()
     cifar_paths, cifar_labels = datasets.load_cifar10()
-    train = f8k.names("train")
     given = {k: v for k, v in (("method", args.method), ("k", args.k), ("p", args.p)) if v is not None}
     params = AsifParams(**given) if given else None  # None: the defaults, as a user who gives no option
     with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params, index=index) as client:
         with stages("encode"):
             emb = datasets.embeddings(client)
-        img_rows, cap_rows, payloads = datasets.anchor_pairs(f8k, train)
         with stages("add_anchors"):
-            for start in range(0, len(payloads), 4096):
-                sl = slice(start, start + 4096)
-                client.add_anchor_embeddings(emb["flickr_images"][img_rows[sl]], emb["flickr_captions"][cap_rows[sl]],
-                                             payloads[sl])
+            datasets.add_train_anchors(client, f8k, emb)
         with stages("create_label_set"):
             client.create_label_set("cifar10", datasets.CIFAR_CLASSES, args.templates)
         with stages("classify"):

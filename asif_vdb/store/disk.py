@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from asif_vdb.errors import StoreError
 from asif_vdb.store.lock import LOCK_FILE
@@ -101,21 +101,9 @@ def copy_file(src: Path, dst: Path, sync: bool = True, digest_it: bool = True) -
     dst.parent.mkdir(parents=True, exist_ok=True)
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         size = os.fstat(fin.fileno()).st_size
-        pos = 0
-        for start, length in extents(fin.fileno(), size):
-            _hash_zeros(digest, start - pos)
-            fin.seek(start)
-            fout.seek(start)
-            left = length
-            while left > 0:
-                block = fin.read(min(CHUNK, left))
-                if not block:
-                    break
-                digest.update(block)
-                fout.write(block)
-                left -= len(block)
-            pos = start + length - left
-        _hash_zeros(digest, size - pos)
+        for offset, block in _data_blocks(fin, size, digest):
+            fout.seek(offset)
+            fout.write(block)
         fout.truncate(size)
         fout.flush()
         if sync:
@@ -128,21 +116,29 @@ def sha256(path: Path) -> str:
     """The sha256 of a file's content, reading only its data extents (holes hash as zeros)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        pos = 0
-        for start, length in extents(f.fileno(), size):
-            _hash_zeros(digest, start - pos)
-            f.seek(start)
-            left = length
-            while left > 0:
-                block = f.read(min(CHUNK, left))
-                if not block:
-                    break
-                digest.update(block)
-                left -= len(block)
-            pos = start + length - left
-        _hash_zeros(digest, size - pos)
+        for _ in _data_blocks(f, os.fstat(f.fileno()).st_size, digest):
+            pass
     return digest.hexdigest()
+
+
+def _data_blocks(f: BinaryIO, size: int, digest: Any) -> Iterator[tuple[int, bytes]]:
+    """The blocks of an open file's data extents with their offsets, each added to ``digest``, and
+    the holes between them hashed as zeros: a sparse file reads and hashes as its apparent content."""
+    pos = 0
+    for start, length in extents(f.fileno(), size):
+        _hash_zeros(digest, start - pos)
+        f.seek(start)
+        offset, left = start, length
+        while left > 0:
+            block = f.read(min(CHUNK, left))
+            if not block:
+                break
+            digest.update(block)
+            yield offset, block
+            offset += len(block)
+            left -= len(block)
+        pos = start + length - left
+    _hash_zeros(digest, size - pos)
 
 
 class _NoDigest:
