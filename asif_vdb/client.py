@@ -20,7 +20,7 @@ from asif_vdb.features import anchors, coverage, explain, galleries, label_sets,
 from asif_vdb.features.session import Session
 from asif_vdb.maths.calibration import Criterion
 from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
-from asif_vdb.schema.params import AsifParams, IndexSettings, Tuning, index_settings
+from asif_vdb.schema.params import Aggregate, AsifParams, IndexSettings, Tuning, index_settings
 from asif_vdb.schema.results import (
     CalibrationReport,
     Check,
@@ -185,7 +185,7 @@ class AsifClient:
 
     # -- label sets and classification -----------------------------------------------------------
     def create_label_set(self, name: str, classes: Sequence[str] | Mapping[str, str], templates: str | Sequence[str] | None = None, *,
-                         aggregate: Literal["max", "mean"] = "max", replace: bool = True,
+                         aggregate: Aggregate | None = None, replace: bool = True,
                          normalise: Normalise = "auto") -> LabelSetInfo:
         """Store class prompts' relative vectors so that classifying is one sparse query per image.
 
@@ -193,8 +193,11 @@ class AsifClient:
         repeat, as ImageNet's two "crane" classes do); predictions report both.
 
         ``templates`` is a built-in list name ("default", "cifar10", "imagenet", "imagenet7"), a file,
-        or a list of strings with ``{}`` for the class name. Per class the best template wins (the
-        paper's rule); ``aggregate="mean"`` averages templates instead. ``normalise="hub"`` scores each
+        or a list of strings with ``{}`` for the class name. ``aggregate`` pools a class's templates:
+        ``"pool"`` stores one prompt per class, the mean of its templates' embeddings (the tuned
+        method's default: more accurate there than the best template, and as cheap as one template);
+        ``"max"``, the best template's score (the paper's rule, plain ASIF's default); ``"mean"``, the
+        mean of the templates' scores (the most accurate, at T times the cost). ``normalise="hub"`` scores each
         prompt as (score - mean) / std over a reference sample of anchor images; ``"auto"`` (the default)
         does so while the store's tuned method has its transforms in force; ``"none"`` never."""
         return label_sets.create(self._session, name, classes, templates, aggregate=aggregate, replace=replace,

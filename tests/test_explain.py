@@ -39,21 +39,26 @@ def dense_terms(q_rel, c_rel) -> dict[int, float]:
 
 
 @pytest.mark.parametrize("backend", ["edge", "memory"])
-@pytest.mark.parametrize("aggregate", ["max", "mean"])
+@pytest.mark.parametrize("aggregate", ["max", "mean", "pool"])
 def test_shares_sum_to_score_and_equal_dense_asif(backend: str, aggregate: str, tmp_path) -> None:
     k, p = 30, 2.0
     img, txt, payloads = random_anchors(150, seed=1)
     queries = unit_rows(np.random.default_rng(5), 4, 1280)
     with open_store(backend, tmp_path, params=AsifParams(k=k, p=p)) as client:
         client.add_anchor_embeddings(img, txt, payloads)
-        client.create_label_set("things", CLASSES, TEMPLATES, aggregate=aggregate)
+        info = client.create_label_set("things", CLASSES, TEMPLATES, aggregate=aggregate)
         prompts = [t.format(c) for c in CLASSES for t in TEMPLATES]
         prompt_vecs = client.encode_texts(prompts)
+        per_class = 1 if aggregate == "pool" else len(TEMPLATES)
+        assert info.n_candidates == len(CLASSES) * per_class
+        if aggregate == "pool":  # one prompt per class: the normalised mean of its templates' embeddings
+            mean = prompt_vecs.reshape(len(CLASSES), len(TEMPLATES), -1).mean(axis=1)
+            prompt_vecs = mean / np.linalg.norm(mean, axis=1, keepdims=True)
         cand = relative.dense_relative(prompt_vecs, txt, k, p)
         for qi, query in enumerate(queries):
             ex = client.explain_embedding(query, "things", top=3, anchors=1000, neighbours=7, threshold=None)
             q_rel = relative.dense_relative(query[None], img, k, p)
-            grid = relative.scores(q_rel, cand).reshape(len(CLASSES), len(TEMPLATES))
+            grid = relative.scores(q_rel, cand).reshape(len(CLASSES), per_class)
             pooled = grid.max(axis=1) if aggregate == "max" else grid.mean(axis=1)
             assert [a.label for a in ex.answers] == [CLASSES[i] for i in np.argsort(-pooled, kind="stable")[:3]]
             for answer in ex.answers:
@@ -62,9 +67,11 @@ def test_shares_sum_to_score_and_equal_dense_asif(backend: str, aggregate: str, 
                 shares = [s.share for s in answer.anchors]
                 assert sum(shares) == pytest.approx(answer.score, abs=1e-5)
                 assert shares == sorted(shares, reverse=True) and answer.rest == 0.0
-                rows = [c * len(TEMPLATES) + t for t in range(len(TEMPLATES))]
+                rows = [c * per_class + t for t in range(per_class)]
                 if aggregate == "max":
                     rows = [rows[int(np.argmax(grid[c]))]]
+                want_texts = [prompts[c * len(TEMPLATES) + t] for t in range(len(TEMPLATES))]
+                assert answer.texts == (want_texts if aggregate != "max" else [prompts[rows[0]]])
                 want: dict[int, float] = {}
                 for r in rows:
                     for aid, term in dense_terms(q_rel, cand[r]).items():

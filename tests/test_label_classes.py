@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import run_cli, write
 
-from asif_vdb import AsifClient, InputError
+from asif_vdb import AsifClient, AsifParams, InputError
 from asif_vdb.features.templates import article, fill
 from asif_vdb.maths.support import prompt_support, spearman
 
@@ -44,6 +44,27 @@ def test_class_ids_apart_from_names(store_copy) -> None:
             assert {p.id: p.label for p in r.predictions} == classes
         plain = client.classify([queries[0][0]], "shapes", top=1)[0].predictions[0]
         assert plain.id == plain.label  # without ids, the name is the id
+
+
+def test_label_sets_pool_templates_by_the_stores_method(store_copy, tmp_path) -> None:
+    store, queries, _ = store_copy
+    templates = str(write(tmp_path / "templates.txt", "a {} on a background.\na drawing of a {}.\na {} shape.\n"))
+    result = run_cli("labels", "create", "pooled", "--store", str(store), "--classes", "circle,square,triangle",
+                     "--templates", templates, "--json")
+    assert result.exit_code == 0, result.output
+    made = json.loads(result.output)
+    assert made["aggregate"] == "pool" and len(made["templates"]) == 3  # the tuned method's default
+    result = run_cli("labels", "create", "best", "--store", str(store), "--classes", "circle,square,triangle",
+                     "--templates", templates, "--aggregate", "max")
+    assert result.exit_code == 0 and "3 classes x 3 templates, max" in result.output, result.output
+    with AsifClient(store) as client:
+        assert client.label_set("pooled").n_candidates == 3 and client.label_set("best").n_candidates == 9
+        ranked = client.classify([queries[0][0]], "pooled", top=3)[0].predictions
+        assert [p.label for p in ranked] and ranked[0].score >= ranked[-1].score
+        report = client.label_coverage("pooled")
+        assert sorted(c.name for c in report.classes) == ["circle", "square", "triangle"]
+    with AsifClient(tmp_path / "plain", params=AsifParams(method="plain")) as client:
+        assert client.params.aggregate == "max"
 
 
 def test_class_file_with_ids_through_the_cli(store_copy, tmp_path) -> None:

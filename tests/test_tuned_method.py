@@ -74,6 +74,7 @@ def test_defaults_tuned_plain_and_explicit() -> None:
     assert (d.method, d.k, d.stored_k, d.p) == ("tuned", 3200, 3200, 1.5)
     plain = AsifParams(method="plain")
     assert (plain.k, plain.p, plain.stored_k) == (800, 1.0, 800)
+    assert (d.aggregate, plain.aggregate) == ("pool", "max")  # label sets: pooled prompts, or the paper's rule
     # a k or p given keeps the paper's values for the rest, and one k for queries and candidates
     assert (AsifParams(k=10).p, AsifParams(k=10).stored_k, AsifParams(p=2.0).k) == (1.0, 10, 800)
 

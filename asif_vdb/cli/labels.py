@@ -68,15 +68,17 @@ def read_classes(classes: str | None, classes_file: Path | None, encoding: str) 
               help="A file with one class name per line, or ID<TAB>NAME lines (ids apart from names).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of --classes-file.")
 @click.option("--templates", default=None, help=TEMPLATES_HELP)
-@click.option("--aggregate", type=click.Choice(["max", "mean"]), default="max", show_default=True,
-              help="Pool a class's templates by their best score (the paper's) or their mean.")
+@click.option("--aggregate", type=click.Choice(["pool", "max", "mean"]), default=None,
+              help="How a class's templates make its score: pool (one prompt per class, the mean of the templates' "
+                   "embeddings; the tuned method's default), max (the best template's score; the paper's rule and "
+                   "plain ASIF's default), mean (the mean of their scores; most accurate, T times the cost).")
 @click.option("--normalise", type=click.Choice(["auto", "none", "hub"]), default="auto", show_default=True,
               help="hub: score prompts as (score - mean) / std over reference anchor images; auto: hub while "
                    "the store's tuned method has its transforms in force.")
 @json_option
 @friendly
 def labels_create(store: Path | None, url: str | None, api_key: str | None, name: str, classes: str | None,
-                  classes_file: Path | None, encoding: str, templates: str | None, aggregate: str, normalise: str,
+                  classes_file: Path | None, encoding: str, templates: str | None, aggregate: str | None, normalise: str,
                   as_json: bool) -> None:
     """Create (or replace) label set NAME."""
     names = read_classes(classes, classes_file, encoding)
@@ -89,8 +91,8 @@ def labels_create(store: Path | None, url: str | None, api_key: str | None, name
     if as_json:
         echo_json({**info.model_dump(exclude={"hub_mean", "hub_std"}), "replaced": replaced})
     else:
-        click.echo(f"label set {info.name}: {len(info.classes)} classes x {len(info.templates)} templates"
-                   + (" (replaced)" if replaced else ""))
+        click.echo(f"label set {info.name}: {len(info.classes)} classes x {len(info.templates)} templates, "
+                   f"{info.aggregate}" + (" (replaced)" if replaced else ""))
 
 
 @labels.command("list")

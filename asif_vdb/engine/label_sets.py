@@ -47,7 +47,7 @@ class LabelSetStore:
         info.first_id = self.candidates.allocate(info.n_candidates)
         info.key = new_labels_key(info.first_id)
         ids = list(range(info.first_id, info.first_id + info.n_candidates))
-        n_t = len(info.templates)
+        n_t = info.prompts_per_class
         payloads = [{"class": i // n_t, "text": t} for i, t in enumerate(prompts)]
         # Written beside the set it replaces, then switched to in one config write (set_journal.py).
         entry = LabelSetEntry(name=info.name, key=info.key, old=labels_key(old) if old is not None else None)

@@ -31,7 +31,7 @@ def label_set_coverage(session: Session, name: str, *, few: int = FEW, nearest: 
     anchors = engine.space.embed(raw, "text")
     prompts = engine.space.embed(engine.label_sets.prompt_vectors(info), "text")
     params = engine.config.params
-    n_t = len(info.templates)
+    n_t = info.prompts_per_class
     rows = []
     for start in range(0, len(info.classes), max(1, CHUNK // n_t)):
         stop = min(len(info.classes), start + max(1, CHUNK // n_t))

@@ -21,7 +21,7 @@ from asif_vdb.engine.engine import Engine
 from asif_vdb.engine.hub import other_modality
 from asif_vdb.engine.layout import gallery_key, labels_key
 from asif_vdb.errors import InputError, StoreError
-from asif_vdb.features.label_sets import class_scores, prompts
+from asif_vdb.features.label_sets import candidate_prompts, class_scores
 from asif_vdb.maths import relative
 from asif_vdb.maths.calibration import coverage, is_unknown
 from asif_vdb.schema.results import AnchorShare, AnswerExplanation, Explanation, Neighbour
@@ -98,7 +98,8 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
                     reference: str = "") -> Explanation:
     """Explain the top classes of a label set for one image embedding, ranked exactly as ``classify``
     ranks them. A max-pooled class is explained by its winning prompt; a mean-pooled one by the mean
-    of its prompts' relative vectors, whose shares still sum to the class score."""
+    of its prompts' relative vectors, whose shares still sum to the class score; a pooled one by its
+    one stored prompt (``texts``: the templates it pools)."""
     _check_counts(top, anchors, neighbours)
     query = engine.anchors.query(image_vector, "image", "query image")
     if query.rel.shape[0] != 1:
@@ -106,8 +107,8 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
     scores = class_scores(engine.candidates.rank(query.rel, labels_key(info), info.n_candidates), info,
                           engine.config.hub_on(info.normalise))[0]
     order = np.argsort(-scores, kind="stable")[: min(top, len(info.classes))]
-    n_t, n_coords = len(info.templates), engine.state.n_coords
-    texts_all = prompts(info.classes, info.templates)
+    n_t, n_coords = info.prompts_per_class, engine.state.n_coords
+    texts_all = candidate_prompts(info)
     ids = [info.first_id + int(c) * n_t + t for c in order for t in range(n_t)]
     rels = engine.candidates.relatives(ids)
     dense = engine.candidates.embeddings(ids, "text")
@@ -117,8 +118,8 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
     for c in order:
         cids = [info.first_id + int(c) * n_t + t for t in range(n_t)]
         rows = [rels[i] for i in cids]
-        texts = [texts_all[i - info.first_id] for i in cids]
-        if info.aggregate == "max":
+        texts = [t for i in cids for t in texts_all[i - info.first_id]]
+        if info.aggregate == "max" and len(cids) > 1:
             best = int(np.argmax(relative.scores(query.rel, relative.from_pairs(rows, n_coords))[0]))
             cids, rows, texts = [cids[best]], [rows[best]], [texts[best]]
         mat = relative.from_pairs(rows, n_coords)

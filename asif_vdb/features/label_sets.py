@@ -1,8 +1,9 @@
 """Label sets and zero-shot classification: class prompts ranked for an image, pooled per class.
 
 Classifying an image is one top-k anchor search (its relative vector) and one sparse query against
-the stored prompts; a class's score is its best template's (the paper's rule) or their mean, hub
-normalised when the label set is. ``maths.calibration.is_unknown`` decides "unknown".
+the stored prompts; a class's score is its best template's (the paper's rule), their mean, or the
+score of its one pooled prompt (``schema.params.Aggregate``), hub normalised when the label set is.
+``maths.calibration.is_unknown`` decides "unknown".
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from asif_vdb.features.session import Session
 from asif_vdb.features.templates import fill, load_templates
 from asif_vdb.maths.calibration import coverage, is_unknown
 from asif_vdb.maths.hub import hub_normalise_rows
+from asif_vdb.schema.params import Aggregate
 from asif_vdb.schema.results import Classification, Prediction
 from asif_vdb.schema.store import LabelSetInfo, Normalise
 from asif_vdb.store.base import Hits
@@ -57,33 +59,54 @@ def check_classes(classes: Classes | str) -> tuple[list[str], list[str] | None]:
 
 
 def prompts(classes: Sequence[str], templates: Sequence[str]) -> list[str]:
-    """Prompt i*T + t is template t filled with class i: the candidate id order of a label set."""
+    """Prompt i*T + t is template t filled with class i (the candidate order of a set that is not pooled)."""
     return [fill(t, c) for c in classes for t in templates]
 
 
+def candidate_prompts(info: LabelSetInfo) -> list[list[str]]:
+    """The prompts behind each stored candidate, in candidate order: one each, or a pooled class's all."""
+    texts = prompts(info.classes, info.templates)
+    step = len(info.templates) // info.prompts_per_class
+    return [texts[i : i + step] for i in range(0, len(texts), step)]
+
+
+def candidate_texts(info: LabelSetInfo) -> list[str]:
+    """The text stored with each candidate: its prompt, or a pooled class's first prompt and how many it pools."""
+    return [t[0] if len(t) == 1 else f"{t[0]} (mean of {len(t)} templates)" for t in candidate_prompts(info)]
+
+
+def pool_prompts(vectors: np.ndarray, n_classes: int) -> np.ndarray:
+    """One unit embedding per class: the normalised mean of its templates' (rows class-major)."""
+    mean = np.asarray(vectors, np.float32).reshape(n_classes, -1, vectors.shape[1]).mean(axis=1)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
 def create(session: Session, name: str, classes: Classes | str, templates: str | Sequence[str] | None = None,
-           *, aggregate: Literal["max", "mean"] = "max", replace: bool = True,
+           *, aggregate: Aggregate | None = None, replace: bool = True,
            normalise: Normalise = "auto") -> LabelSetInfo:
     """Encode the class prompts and store the label set (see ``AsifClient.create_label_set``)."""
     if not isinstance(name, str) or not name.strip():
         raise InputError("a label set needs a non-empty name")
-    if aggregate not in ("max", "mean"):
-        raise InputError(f"aggregate must be 'max' or 'mean', got {aggregate!r}")
+    if aggregate not in (None, "max", "mean", "pool"):
+        raise InputError(f"aggregate must be 'max', 'mean' or 'pool', got {aggregate!r}")
     check_normalise(normalise)
     names, ids = check_classes(classes)
     tmpl = load_templates(templates)
     engine = session.writable()
     if name in engine.config.label_sets and not replace:
         raise InputError(f"label set {name!r} exists; pass replace=True to rebuild it")
-    info = LabelSetInfo(name=name, classes=names, ids=ids, templates=tmpl, aggregate=aggregate, normalise=normalise)
-    texts = prompts(names, tmpl)
-    return engine.label_sets.store(info, texts, session.encode_texts(texts))
+    info = LabelSetInfo(name=name, classes=names, ids=ids, templates=tmpl, normalise=normalise,
+                        aggregate=engine.config.params.aggregate if aggregate is None else aggregate)
+    vectors = session.encode_texts(prompts(names, tmpl))
+    if info.prompts_per_class != len(tmpl):
+        vectors = pool_prompts(vectors, len(names))
+    return engine.label_sets.store(info, candidate_texts(info), vectors)
 
 
 def class_scores(hits: Sequence[Hits], info: LabelSetInfo, hub: bool) -> np.ndarray:
-    """(n_queries, n_classes) scores from prompt hits: max (the paper) or mean over templates,
-    hub-normalised when ``hub`` (the store's ``hub_on``). Prompts a query shares no anchor with score 0."""
-    n_c, n_t = len(info.classes), len(info.templates)
+    """(n_queries, n_classes) scores from prompt hits: max (the paper) or mean over templates, or the
+    pooled prompt's, hub-normalised when ``hub`` (the store's ``hub_on``). Prompts a query shares no anchor with score 0."""
+    n_c, n_t = len(info.classes), info.prompts_per_class
     per_prompt = np.zeros((len(hits), n_c * n_t), dtype=np.float32)
     for row, h in enumerate(hits):
         per_prompt[row, h.ids - info.first_id] = h.scores

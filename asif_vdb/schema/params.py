@@ -9,6 +9,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from asif_vdb.errors import InputError
 
+#: How a class's templates make its score: "max", the best template's (the paper's rule); "mean", the
+#: mean of the templates' scores; "pool", one stored prompt per class whose embedding is the normalised
+#: mean of its templates' embeddings (CLIP's prompt ensembling), so that classes, not prompts, are ranked.
+Aggregate = Literal["max", "mean", "pool"]
+
 Method = Literal["tuned", "plain"]
 
 
@@ -88,6 +93,14 @@ class AsifParams(BaseModel):
     @property
     def tuned(self) -> bool:
         return self.method == "tuned"
+
+    @property
+    def aggregate(self) -> Aggregate:
+        """How a new label set pools its templates unless told: the tuned method stores one pooled
+        prompt per class (better than the best template's score there, and T times cheaper to rank
+        and to keep up to date: benchmarks/results/template_pooling.json); plain ASIF keeps the paper's
+        best-template rule."""
+        return "pool" if self.tuned else "max"
 
     def describe(self) -> str:
         ck = f", candidate k={self.candidate_k}" if self.candidate_k is not None else ""

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from asif_vdb.errors import StoreError
 from asif_vdb.schema.encoders import EncoderIdentity, EncoderSpec
-from asif_vdb.schema.params import AsifParams, IndexSettings
+from asif_vdb.schema.params import Aggregate, AsifParams, IndexSettings
 
 #: 1: the first release; 2: galleries lost the never-set ``stale`` flag, journal entries are typed.
 SCHEMA_VERSION = 2
@@ -30,7 +30,7 @@ class LabelSetInfo(BaseModel):
     #: Class ids, distinct, in class order; None: the names are the ids.
     ids: list[str] | None = None
     templates: list[str]
-    aggregate: Literal["max", "mean"] = "max"
+    aggregate: Aggregate = "max"
     threshold: float | None = None
     #: "Unknown" also when the query's anchor coverage is below this (maths/calibration.py; None: off).
     coverage_threshold: float | None = None
@@ -49,8 +49,14 @@ class LabelSetInfo(BaseModel):
         return self.ids if self.ids is not None else self.classes
 
     @property
+    def prompts_per_class(self) -> int:
+        """Stored prompts per class: candidate ``first_id + c * prompts_per_class + t`` is class c's
+        template t (one pooled prompt per class when ``aggregate == "pool"``)."""
+        return 1 if self.aggregate == "pool" else len(self.templates)
+
+    @property
     def n_candidates(self) -> int:
-        return len(self.classes) * len(self.templates)
+        return len(self.classes) * self.prompts_per_class
 
 
 class GalleryInfo(BaseModel):

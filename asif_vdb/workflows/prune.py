@@ -41,7 +41,7 @@ def label_set_vectors(engine: Engine, info: LabelSetInfo) -> sp.csr_matrix:
 
 def class_vectors(rel: sp.csr_matrix, info: LabelSetInfo) -> sp.csr_matrix:
     """One row per class: the sum of its templates' relative vectors (their score mass together)."""
-    n_t = len(info.templates)
+    n_t = info.prompts_per_class
     pool = sp.csr_matrix((np.ones(rel.shape[0]), (np.arange(rel.shape[0]) // n_t, np.arange(rel.shape[0]))),
                          shape=(len(info.classes), rel.shape[0]))
     return (pool @ rel).tocsr()
@@ -155,7 +155,7 @@ def _write_store(engine: Engine, info: LabelSetInfo, kept: np.ndarray, out: Path
             written += len(new_ids)
         copy = LabelSetInfo(name=info.name, classes=info.classes, ids=info.ids, templates=info.templates, aggregate=info.aggregate,
                             normalise=info.normalise)
-        new.label_sets.store(copy, label_sets.prompts(info.classes, info.templates),
+        new.label_sets.store(copy, label_sets.candidate_texts(info),
                              engine.label_sets.prompt_vectors(info))
         return written
     finally:
