@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asif_vdb import AsifClient, AsifParams  # noqa: E402
-from asif_vdb.engine.layout import label_set_key  # noqa: E402
+from asif_vdb.engine.layout import labels_key  # noqa: E402
 from asif_vdb.features.label_sets import class_scores  # noqa: E402
 from asif_vdb.schema.params import Aggregate  # noqa: E402
 from benchmarks import datasets  # noqa: E402
@@ -67,7 +67,9 @@ def timed(client: AsifClient, queries: np.ndarray, batch: int) -> dict[str, floa
         t0 = time.perf_counter()
         q = engine.anchors.query(queries[s:s + batch], "image")
         t1 = time.perf_counter()
-        ranked = engine.candidates.rank(q.rel, label_set_key("words"), info.n_candidates)
+        ranked = engine.candidates.rank(q.rel, labels_key(info), info.n_candidates)
+        if not any(len(h.ids) for h in ranked):
+            raise SystemExit("the ranking found none of the label set's prompts")
         t2 = time.perf_counter()
         class_scores(ranked, info, hub)
         t3 = time.perf_counter()

@@ -11,7 +11,7 @@ from helpers import FAKE_IMAGE, FAKE_TEXT, run_cli, unit_rows
 
 from asif_vdb import AsifClient, AsifParams, InputError, StoreError
 from asif_vdb.engine.layout import ANCHORS
-from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings
+from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings, Tuning
 
 DI, DT = 64, 32
 
@@ -102,6 +102,8 @@ def test_the_server_code_path_takes_every_setting(tmp_path) -> None:
     info = backend.client.get_collection(backend._name(ANCHORS["image"])).config.params.vectors["v"]  # noqa: SLF001
     assert info.on_disk is True and info.hnsw_config.m == 12
     assert info.quantization_config.scalar.type.value == "int8"
+    relatives = backend.client.get_collection(backend._name(client.engine.derived.live)).config.params  # noqa: SLF001
+    assert relatives.sparse_vectors["rel"].index.full_scan_threshold == Tuning().sparse_full_scan  # index above it
     queries = clustered(rng, 10, DI)
     got = client.engine.anchors.topk(queries, "image")
     want = np.argsort(-(queries @ np.stack([client.engine.anchors.vectors([i], "image")[1][0]

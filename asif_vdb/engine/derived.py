@@ -36,7 +36,7 @@ class DerivedVectors:
         self.garbage = 0
         #: Points written since the live collection was last optimised (by this process).
         self.fresh = 0
-        state.backend.ensure_collection(relatives_spec(self.live))
+        state.backend.ensure_collection(relatives_spec(self.live, state.tuning.sparse_full_scan))
         for name in state.backend.list_collections():  # a generation a crash left half written
             if name != self.live and is_relatives(name):
                 state.backend.drop_collection(name)
@@ -104,7 +104,7 @@ class DerivedVectors:
         swap = len(ids) >= tuning.swap_min and len(set(ids)) == backend.count(CANDIDATES)
         target = f"{RELATIVES}_g{gen}" if swap else self.live
         if swap:
-            backend.ensure_collection(relatives_spec(target))
+            backend.ensure_collection(relatives_spec(target, tuning.sparse_full_scan))
         try:
             for start in range(0, len(ids), WRITE_BATCH):
                 batch = ids[start : start + WRITE_BATCH]

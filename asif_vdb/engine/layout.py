@@ -57,9 +57,10 @@ def candidates_spec(dims: dict[Modality, int]) -> CollectionSpec:
     return CollectionSpec(CANDIDATES, dense={m: dims[m] for m in MODALITIES}, indexes={"set": "keyword"})
 
 
-def relatives_spec(name: str) -> CollectionSpec:
-    """A collection of derived relative vectors (``RELATIVES`` or one of its generations)."""
-    return CollectionSpec(name, sparse=("rel",), indexes={"set": "keyword"})
+def relatives_spec(name: str, full_scan: int | None = None) -> CollectionSpec:
+    """A collection of derived relative vectors (``RELATIVES`` or one of its generations); sets of
+    fewer than ``full_scan`` candidates are ranked one candidate at a time (``Tuning.sparse_full_scan``)."""
+    return CollectionSpec(name, sparse=("rel",), indexes={"set": "keyword"}, sparse_full_scan=full_scan)
 
 
 def transform_spec(dims: dict[Modality, int]) -> CollectionSpec:

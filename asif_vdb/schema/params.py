@@ -143,6 +143,11 @@ class Tuning(BaseModel):
     #: optimisations keeps their total cost linear in the points written.
     settle_share: float = Field(default=0.2, gt=0)
     settle_min: int = Field(default=1000, ge=1)
+    #: A label set or gallery of fewer candidates than this is ranked by scoring each one; a larger one
+    #: through the sparse inverted index. Qdrant's default, 5,000, scored a 1,000-class pooled label set
+    #: (k=3200) one prompt at a time, 4.5x slower than the index (benchmarks/results/sparse_full_scan.json).
+    #: It is set when the derived collection is created (a store, or a rewrite of every candidate).
+    sparse_full_scan: int = Field(default=100, ge=0)
     #: Similarities held at once while an anchors gallery catches up (items x new anchors, float64).
     catch_up_cells: int = Field(default=50_000_000, ge=1)
     #: Points per write when anchors are rewritten (a refit), candidates recomputed or a gallery indexed.

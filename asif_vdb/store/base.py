@@ -66,12 +66,16 @@ EXACT = SearchMode()
 
 @dataclass(frozen=True)
 class CollectionSpec:
-    """A collection's schema: dense vectors (name -> dim), sparse vector names, indexed payload
-    fields, the dense vectors' index, and (a server) its shards and replicas."""
+    """A collection's schema: dense vectors (name -> dim), sparse vector names and when their
+    inverted index is used, indexed payload fields, the dense vectors' index, and (a server) its
+    shards and replicas."""
 
     name: str
     dense: dict[str, int] = field(default_factory=dict)
     sparse: tuple[str, ...] = ()
+    #: A filtered sparse search over fewer points than this scores them one by one; over more, it
+    #: walks the inverted index (None: the engine's default, 5,000).
+    sparse_full_scan: int | None = None
     indexes: dict[str, PayloadType] = field(default_factory=dict)
     index: VectorIndex = VectorIndex()
     shards: int = 1

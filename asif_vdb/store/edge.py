@@ -463,7 +463,8 @@ def _edge_config(spec: CollectionSpec) -> Any:
     vectors = {n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot, on_disk=index.on_disk or None,
                                       quantization_config=quantization, hnsw_config=hnsw)
                for n, d in spec.dense.items()}
-    return qe.EdgeConfig(vectors=vectors, sparse_vectors={n: qe.EdgeSparseVectorParams() for n in spec.sparse} or None,
+    sparse = {n: qe.EdgeSparseVectorParams(full_scan_threshold=spec.sparse_full_scan) for n in spec.sparse}
+    return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None,
                          optimizers=qe.EdgeOptimizersConfig(indexing_threshold=index.scan_below_kb))
 
 

@@ -81,7 +81,9 @@ class QdrantServerBackend(Backend):
                                                        hnsw_config=_hnsw(spec.index),
                                                        quantization_config=_quantization(spec.index))
                                 for n, d in spec.dense.items()},
-                sparse_vectors_config={n: models.SparseVectorParams() for n in spec.sparse} or None,
+                sparse_vectors_config={
+                    n: models.SparseVectorParams(index=models.SparseIndexParams(full_scan_threshold=spec.sparse_full_scan))
+                    for n in spec.sparse} or None,
                 shard_number=spec.shards, replication_factor=spec.replication,
                 optimizers_config=models.OptimizersConfigDiff(indexing_threshold=spec.index.scan_below_kb),
             )
