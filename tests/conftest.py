@@ -42,12 +42,8 @@ def shapes_store(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture
 def store_copy(shapes_store, tmp_path: Path):
     """A private copy of the shapes store: (store path, queries, anchor pairs)."""
-    import shutil
-
     store, queries, pairs = shapes_store
-    copy = tmp_path / "store"
-    shutil.copytree(store, copy)
-    return copy, queries, pairs
+    return copy_store(store, tmp_path / "store"), queries, pairs
 
 
 @pytest.fixture(scope="session")

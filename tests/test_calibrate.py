@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import open_store, run_cli, unit_rows
+from helpers import copy_store, open_store, run_cli, unit_rows
 
 from asif_vdb import AsifClient, AsifParams, InputError
 from asif_vdb.features.label_sets import scores_and_coverage
@@ -152,7 +152,7 @@ def shapes(shapes_store, tmp_path_factory):
     it) and an ImageFolder of other drawn shapes."""
     folder = tmp_path_factory.mktemp("calibrate")
     store = folder / "store"
-    shutil.copytree(shapes_store[0], store)
+    copy_store(shapes_store[0], store)
     rng = random.Random(5)
     data = folder / "labelled"
     for shape in SHAPES:

@@ -8,7 +8,6 @@ update in a child process that exits without any cleanup at one chosen backend c
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DI, DT, add, assert_fresh, make_store, put_sets, structured, unit_rows
+from helpers import DI, DT, add, assert_fresh, copy_store, make_store, put_sets, structured, unit_rows
 
 from asif_vdb import AsifClient, StoreError
 from asif_vdb.engine.layout import ANCHORS, VECTOR, gallery_key
@@ -349,7 +348,7 @@ def test_a_killed_refit_leaves_the_old_transform_or_is_finished_on_open(tmp_path
                                                                         expect) -> None:
     path, reference = tmp_path / "s", tmp_path / "ref"
     image_q, text_q = _transform_store(path)
-    shutil.copytree(path, reference)
+    copy_store(path, reference)
     with AsifClient(reference) as client:
         old = _transform_state(client, image_q, text_q)
         client.set_transform(**REFIT)

@@ -10,7 +10,6 @@ The stores use made-up encoders (declared identities): no model is loaded.
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import DI, DT, REPO, add, assert_fresh, make_store, put_sets, unit_rows
+from helpers import DI, DT, REPO, add, assert_fresh, copy_store, make_store, put_sets, unit_rows
 
 from asif_vdb import AsifClient, Tuning
 from asif_vdb.schema.store import LabelSetInfo
@@ -117,9 +116,9 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out: dict[str, Any] = {"base": base, "before": before}
     for op, code in OPS.items():
         copy = root / op
-        shutil.copytree(base, copy)
+        copy_store(base, copy)
         count = root / f"{op}-count"
-        shutil.copytree(base, count)  # the writes are counted in a process like the one that is killed
+        copy_store(base, count)  # the writes are counted in a process like the one that is killed
         run = subprocess.run([sys.executable, "-c", CHILD.format(tests=str(TESTS), path=str(count), tuning=TUNING,
                                                                  nth=None, when="after", op=code)],
                              cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -136,7 +135,7 @@ def kill_and_check(references: dict[str, Any], tmp_path: Path, op: str, seed: in
     rng = np.random.default_rng([seed, list(OPS).index(op)])
     nth, when = int(rng.integers(1, writes + 1)), ("before", "after")[int(rng.integers(2))]
     path = tmp_path / "s"
-    shutil.copytree(references["base"], path)
+    copy_store(references["base"], path)
     code = CHILD.format(tests=str(TESTS), path=str(path), tuning=TUNING, nth=nth, when=when, op=OPS[op])
     run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert run.returncode == -signal.SIGKILL, f"{op} write {nth}/{writes} ({when}): {run.stderr[-2000:]}"
