@@ -145,7 +145,7 @@ class Tuning(BaseModel):
     settle_min: int = Field(default=1000, ge=1)
     #: A label set or gallery of fewer candidates than this is ranked by scoring each one; a larger one
     #: through the sparse inverted index. Qdrant's default, 5,000, scored a 1,000-class pooled label set
-    #: (k=3200) one prompt at a time, 4.5x slower than the index (benchmarks/results/sparse_full_scan.json).
+    #: (k=3200) one prompt at a time, 4.5-5x slower than the index (benchmarks/results/sparse_full_scan.json).
     #: It is set when the derived collection is created (a store, or a rewrite of every candidate).
     sparse_full_scan: int = Field(default=100, ge=0)
     #: Similarities held at once while an anchors gallery catches up (items x new anchors, float64).

@@ -448,8 +448,8 @@ class EdgeBackend(Backend):
 
 
 def _edge_config(spec: CollectionSpec) -> Any:
-    """The engine's config of a collection: each dense vector with its quantization and graph
-    (m=0: none), originals in RAM or memory-mapped from disk; the sparse vectors."""
+    """The engine's config of a collection: each dense vector with its quantization and graph (m=0:
+    none), originals in RAM or memory-mapped from disk; the sparse vectors and their full-scan bound."""
     qe = _edge()
     index = spec.index
     quantization: Any = None
@@ -461,8 +461,7 @@ def _edge_config(spec: CollectionSpec) -> Any:
         quantization = qe.TurboQuantQuantizationConfig(always_ram=True, bits=qe.TurboQuantBitSize.Bits4)
     hnsw = qe.HnswIndexConfig(m=index.hnsw_m, ef_construct=index.ef_construct, full_scan_threshold=FULL_SCAN_KB)
     vectors = {n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot, on_disk=index.on_disk or None,
-                                      quantization_config=quantization, hnsw_config=hnsw)
-               for n, d in spec.dense.items()}
+                                      quantization_config=quantization, hnsw_config=hnsw) for n, d in spec.dense.items()}
     sparse = {n: qe.EdgeSparseVectorParams(full_scan_threshold=spec.sparse_full_scan) for n in spec.sparse}
     return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None,
                          optimizers=qe.EdgeOptimizersConfig(indexing_threshold=index.scan_below_kb))
