@@ -119,7 +119,7 @@ def explain_classes(engine: Engine, image_vector: np.ndarray, info: LabelSetInfo
         cids = [info.first_id + int(c) * n_t + t for t in range(n_t)]
         rows = [rels[i] for i in cids]
         texts = [t for i in cids for t in texts_all[i - info.first_id]]
-        if info.aggregate == "max" and len(cids) > 1:
+        if info.aggregate == "max":
             best = int(np.argmax(relative.scores(query.rel, relative.from_pairs(rows, n_coords))[0]))
             cids, rows, texts = [cids[best]], [rows[best]], [texts[best]]
         mat = relative.from_pairs(rows, n_coords)
