@@ -25,6 +25,7 @@ from asif_vdb.maths import hub as hubs  # noqa: E402
 from asif_vdb.maths import transforms as tf  # noqa: E402
 from asif_vdb.maths.relative import scores  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
+from benchmarks.default_method_search import z  # noqa: E402
 from benchmarks.methods_search import Data, load, recall, rel_from, top_sorted  # noqa: E402
 
 QUERY_K = (800, 1200, 1600, 2400, 3200)
@@ -53,8 +54,7 @@ def main() -> None:
     for kq in QUERY_K:
         ref_i, ref_t = rel_from(img["ref"], kq, p), rel_from(txt["ref"], kq, p)
         s = scores(rel_from(img["cifar"], kq, p), cand)
-        mean, std = hubs.hub_statistics(scores(ref_i, cand))
-        pred = hubs.hub_normalise_rows(s, mean, std).argmax(axis=1)
+        pred = z(s, scores(ref_i, cand)).argmax(axis=1)
         row: dict = {"query_k": kq, "candidate_k": kc, "p": p,
                      "cifar10_top1_report": round(float((pred[~cal] == y[~cal]).mean()), 4),
                      "cifar10_top1_calib": round(float((pred[cal] == y[cal]).mean()), 4)}
@@ -62,8 +62,7 @@ def main() -> None:
             gi, gt = rel_from(img[split], kc, p), rel_from(txt[split], kc, p)
             t2i = scores(rel_from(txt[split], kq, p), gi)
             i2t = scores(rel_from(img[split], kq, p), gt)
-            t2i = hubs.hub_normalise_rows(t2i, *hubs.hub_statistics(scores(ref_t, gi)))
-            i2t = hubs.hub_normalise_rows(i2t, *hubs.hub_statistics(scores(ref_i, gt)))
+            t2i, i2t = z(t2i, scores(ref_t, gi)), z(i2t, scores(ref_i, gt))
             row[f"{split}_t2i_R@10"], row[f"{split}_i2t_R@10"] = recall(t2i)["R@10"], recall(i2t)["R@10"]
         rows.append(row)
         print(row, f"({time.perf_counter() - t0:.0f} s)", flush=True)

@@ -28,6 +28,7 @@ from asif_vdb.maths import transforms as tf  # noqa: E402
 from asif_vdb.maths.relative import scores  # noqa: E402
 from benchmarks.common import finish  # noqa: E402
 from benchmarks.datasets import CIFAR_CLASSES  # noqa: E402
+from benchmarks.default_method_search import z  # noqa: E402
 from benchmarks.methods_search import Data, load, rel_from, top_sorted  # noqa: E402
 
 TEMPLATE_LISTS = ("default", "imagenet7", "cifar10", "imagenet")
@@ -73,8 +74,7 @@ def main() -> None:
                 cand = rel_from(top_sorted(tt.apply(cand_emb) if tt else cand_emb, A_t, kc), kc, p)
                 s = scores(q, cand)
                 if hub:
-                    mean, std = hubs.hub_statistics(scores(ref_i, cand))
-                    s = hubs.hub_normalise_rows(s, mean, std)
+                    s = z(s, scores(ref_i, cand))
                 if agg != "pool":
                     grid = s.reshape(len(s), 10, n_t)
                     s = grid.max(axis=2) if agg == "max" else grid.mean(axis=2)
