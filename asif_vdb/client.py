@@ -365,10 +365,12 @@ class AsifClient:
         with self._session.writable().bulk_load():
             yield
 
-    def warm_up(self) -> float:
-        """Read the anchor index ahead of the first query (a few searches per modality); ``asif serve``
-        runs it before it listens. Returns the seconds it took."""
-        return self._session.require().anchors.warm_up()
+    def warm_up(self, background: bool = False) -> float:
+        """Read the anchor collections into memory ahead of the first queries (their index first, then
+        the original vectors; then a few searches per modality); ``asif serve`` runs it before it
+        listens. Returns the seconds it took. ``background=True`` reads in a thread and returns at
+        once: queries run meanwhile, faster as it goes."""
+        return self._session.require().anchors.warm_up(background=background)
 
     def optimize(self) -> dict[str, float]:
         """Build the anchor index over what was written since and compact the derived vectors (ingestion

@@ -10,7 +10,7 @@ import pytest
 from helpers import FAKE_IMAGE, FAKE_TEXT, run_cli, unit_rows
 
 from asif_vdb import AsifClient, AsifParams, InputError, StoreError
-from asif_vdb.engine.layout import ANCHORS
+from asif_vdb.engine.layout import ANCHORS, search_mode
 from asif_vdb.schema.params import INDEX_PRESETS, IndexSettings, Tuning
 
 DI, DT = 64, 32
@@ -93,6 +93,34 @@ def test_changing_the_index_of_an_existing_store_rebuilds_it(tmp_path) -> None:
     assert [h.ids.tolist() for h in again] == [h.ids.tolist() for h in before]
 
 
+def test_a_memory_mapped_index_answers_as_in_ram_and_follows_updates(tmp_path) -> None:
+    """Moving an index to disk (vectors, quantized data, graph and payload indexes memory-mapped) keeps
+    every answer; reading it ahead reports its bytes; deleted anchors stay out of searches."""
+    settings = INDEX_PRESETS["hnsw"].model_copy(update={"m": 8, "ef_construct": 40, "scan_below_kb": 100, "on_disk": False})
+    client, rng = store(tmp_path / "s", settings)
+    queries = clustered(rng, 40, DI)
+    in_ram = client.engine.anchors.topk(queries, "image")
+    built = client.set_search_index(settings.model_copy(update={"on_disk": True}))
+    assert ANCHORS["image"] in built
+    segments = (tmp_path / "s" / "collections" / ANCHORS["image"] / "segments").glob("*/segment.json")
+    indexed = [json.loads(f.read_text())["config"]["vector_data"]["v"] for f in segments]
+    assert any(v["storage_type"] == "Mmap" and v["quantization_config"]["scalar"]["memory"] == "cold"
+               for v in indexed if v["index"]["type"] == "hnsw")
+    mapped = client.engine.anchors.topk(queries, "image")
+    assert [h.ids.tolist() for h in mapped] == [h.ids.tolist() for h in in_ram]
+    gone = [int(h.ids[0]) for h in mapped[:5]]
+    client.delete_anchors(gone)
+    client.close()
+    with AsifClient(tmp_path / "s") as reopened:
+        assert reopened.search_index().on_disk
+        files = [f for f in (tmp_path / "s" / "collections").glob("anchor_*/**/*") if f.is_file() and "wal" not in f.parts]
+        assert reopened.engine.anchors.read_ahead() == sum(f.stat().st_size for f in files)
+        assert reopened.warm_up(background=True) == 0.0  # returns at once; the thread only reads files
+        after = reopened.engine.anchors.topk(queries, "image")
+    assert not set(gone) & {int(i) for h in after for i in h.ids}
+    assert overlap(after, in_ram) > 0.95
+
+
 def test_the_server_code_path_takes_every_setting(tmp_path) -> None:
     """qdrant-client's local mode accepts what a Qdrant server takes (its collections record the
     per-vector ones) and searches exactly whatever is asked."""
@@ -117,3 +145,18 @@ def test_bad_index_settings_are_refused() -> None:
         AsifClient(location=":memory:", index="fast")
     with pytest.raises(ValueError, match="oversampling"):
         IndexSettings(oversampling=0.5)
+
+
+def test_the_graph_walks_for_the_k_that_makes_a_relative_vector() -> None:
+    """A candidate's list (k plus its reserve) walks the graph as far as a query's k does, and still
+    gets every result it asks for; an int8 scan has no walk."""
+    hnsw = INDEX_PRESETS["hnsw"]
+    query = search_mode(hnsw, 808, 800)
+    listing = search_mode(hnsw, 1008, 800)
+    assert query.hnsw_ef == listing.hnsw_ef == int(800 * hnsw.oversampling)
+    assert listing.oversampling is not None and listing.oversampling * 1008 == pytest.approx(listing.hnsw_ef)
+    deep = search_mode(hnsw, 5000, 800)
+    assert deep.hnsw_ef == 5000 and deep.oversampling == 1.0
+    assert search_mode(IndexSettings(quantization="int8", hnsw=True, ef=4000), 808, 800).hnsw_ef == 4000
+    scan = search_mode(INDEX_PRESETS["int8"], 1008, 800)
+    assert scan.hnsw_ef is None and scan.oversampling == INDEX_PRESETS["int8"].oversampling

@@ -26,6 +26,8 @@ VECTOR = "v"
 
 #: Payload flag: 1 once both halves of a pair are written. Queries only see complete pairs.
 VISIBLE = Filter.where(ok=1)
+#: Pairs written but not yet visible, or being deleted (``AnchorStore.pair_states``).
+HIDDEN = Filter.where(ok=0)
 #: Payload keys the engine writes itself: ``ok`` (a pair is complete), ``hash`` (its content key),
 #: ``set`` (a candidate's set), ``tf`` (the refit an anchor's vector is under), ``gen`` (the write of
 #: a derived vector), ``hub`` (a gallery item's statistics). A user payload may not use them.
@@ -46,11 +48,16 @@ def anchors_spec(modality: Modality, dim: int, settings: IndexSettings) -> Colle
                           shards=settings.shards, replication=settings.replication)
 
 
-def search_mode(settings: IndexSettings, limit: int) -> SearchMode:
-    """The approximate search of these settings for ``limit`` results (the graph walks at least
-    ``limit * oversampling`` candidates, which are rescored with the original vectors)."""
-    ef = max(settings.ef, int(limit * settings.oversampling)) if settings.hnsw else None
-    return SearchMode(exact=False, hnsw_ef=ef, oversampling=settings.oversampling)
+def search_mode(settings: IndexSettings, limit: int, k: int) -> SearchMode:
+    """The approximate search of these settings for ``limit`` results, in relative vectors of ``k``
+    anchors: the graph walks ``k * oversampling`` candidates (at least ``limit``), which are rescored
+    with the original vectors. A list longer than k (a candidate's reserve) takes its extra entries
+    from the same walk: walking deeper for them would cost a quarter more per candidate, for entries
+    that count only once an anchor above them is deleted."""
+    if not settings.hnsw:
+        return SearchMode(exact=False, oversampling=settings.oversampling)
+    ef = max(settings.ef, int(min(limit, k) * settings.oversampling), limit)
+    return SearchMode(exact=False, hnsw_ef=ef, oversampling=max(1.0, ef / limit))
 
 
 def candidates_spec(dims: dict[Modality, int]) -> CollectionSpec:

@@ -113,10 +113,12 @@ class ListCache:
     # -- searching lists ---------------------------------------------------------------------------
     def search_lists(self, vecs: np.ndarray, modality: Modality) -> list[AnchorList]:
         """Lists by a top-K search of the visible anchors (what a rebuild does; ties in id order)."""
-        K = depth(self.state.config.params.stored_k)
+        k = self.state.config.params.stored_k
+        K = depth(k)
         out: list[AnchorList] = []
         for start in range(0, len(vecs), SEARCH_BATCH):
-            out.extend(from_hits(h.ids, h.scores, K) for h in self.anchors.topk(vecs[start : start + SEARCH_BATCH], modality, K))
+            found = self.anchors.topk(vecs[start : start + SEARCH_BATCH], modality, K, k)
+            out.extend(from_hits(h.ids, h.scores, K) for h in found)
         return out
 
     # -- the cache ---------------------------------------------------------------------------------

@@ -171,7 +171,9 @@ class IndexSettings(BaseModel):
     ef: int = Field(default=0, ge=0)
     #: Candidates per result scored on quantized data, then rescored with the originals.
     oversampling: float = Field(default=1.5, ge=1.0, le=16.0)
-    #: Original vectors memory-mapped from disk instead of held in RAM (quantized data stays in RAM).
+    #: Vectors, quantized data, graph and payload indexes memory-mapped from disk rather than read into
+    #: RAM when the store opens: opening a 1M-anchor store takes 1.4 s instead of 19, and ``warm_up``
+    #: reads them into the page cache at disk speed (store/edge_settings.py).
     on_disk: bool = False
     #: Searches stay exact while the store has allocated fewer anchor ids than this.
     exact_below: int = Field(default=0, ge=0)
@@ -196,9 +198,9 @@ AUTO_EXACT_BELOW = 100_000
 #: default method, x1.5 changed 2.3% of CIFAR-10 answers, x3 0.4%.
 INDEX_PRESETS: dict[str, IndexSettings] = {
     "exact": IndexSettings(),
-    "int8": IndexSettings(quantization="int8", oversampling=2.0),
-    "hnsw": IndexSettings(quantization="int8", hnsw=True, oversampling=3.0),
-    "auto": IndexSettings(quantization="int8", hnsw=True, oversampling=3.0, exact_below=AUTO_EXACT_BELOW),
+    "int8": IndexSettings(quantization="int8", oversampling=2.0, on_disk=True),
+    "hnsw": IndexSettings(quantization="int8", hnsw=True, oversampling=3.0, on_disk=True),
+    "auto": IndexSettings(quantization="int8", hnsw=True, oversampling=3.0, exact_below=AUTO_EXACT_BELOW, on_disk=True),
 }
 #: What a new store searches with unless told otherwise: exact until it holds ``AUTO_EXACT_BELOW``
 #: anchors, then int8 + HNSW with exact rescoring (the first update past it builds the graph).

@@ -11,7 +11,7 @@ import hashlib
 import io
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -278,6 +278,12 @@ class Backend(ABC):
         """Build what the collection's index settings ask for over the points written since, and reclaim
         deleted points; returns whether anything changed (False where the engine does this itself)."""
         return False
+
+    def read_ahead(self, collection: str, stop: Callable[[], bool] | None = None) -> int:
+        """Read a collection's memory-mapped files into the page cache ahead of its first searches
+        (``stop`` is asked between chunks); returns the bytes read (0 where a server keeps its own
+        memory)."""
+        return 0
 
     # -- blobs: derived arrays kept beside the collections ----------------------------------------
     def write_blob(self, name: str, arrays: dict[str, np.ndarray]) -> None:

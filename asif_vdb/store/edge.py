@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import threading
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,25 +25,21 @@ from asif_vdb.store.base import (
     SearchMode,
     SparseIn,
     SparseRow,
-    VectorIndex,
 )
-from asif_vdb.store.files import SpaceGuard, backup_path, read_json, tree_bytes, write_with_backup
+from asif_vdb.store.edge_settings import (
+    edge,
+    edge_config,
+    payload_index,
+    record_index,
+    search_params,
+    stored_index,
+    stored_sizes,
+)
+from asif_vdb.store.files import SpaceGuard, backup_path, read_ahead, read_json, tree_bytes, write_with_backup
 from asif_vdb.store.lock import StoreLock
 
 CONFIG_FILE = "asif_config.json"
 
-
-INDEX_FILE = "asif_index.json"
-#: Segments at or under this size (KB) stay plain (scanned) until they grow: the engine's default.
-FULL_SCAN_KB = 10_000
-
-
-def _edge() -> Any:
-    try:
-        import qdrant_edge
-    except ImportError as e:  # pragma: no cover - a dependency of the package
-        raise StoreError("the embedded store needs qdrant-edge-py: pip install qdrant-edge-py") from e
-    return qdrant_edge
 
 
 class EdgeBackend(Backend):
@@ -68,6 +62,7 @@ class EdgeBackend(Backend):
         self._blob_pending: dict[str, dict[str, np.ndarray]] = {}
         self._blob_lock = threading.Lock()
         self._blob_error: StoreError | None = None
+        self._closed = False
 
     # -- collections -----------------------------------------------------------------------------
     def _dir(self, name: str) -> Path:
@@ -122,22 +117,22 @@ class EdgeBackend(Backend):
             if spec.name in self._shards:
                 self._shards.pop(spec.name).close()
             if directory.is_dir() and (directory / "edge_config.json").exists():
-                have = _stored_sizes(directory)
+                have = stored_sizes(directory)
                 if have != spec.dense:
                     raise StoreError(f"collection {spec.name} in {self.path} has vectors {have}, expected {spec.dense}")
-                if _stored_index(directory) == spec.index:
-                    shard = _edge().EdgeShard.load(str(directory))
+                built = stored_index(directory)
+                if built == spec.index:
+                    shard = edge().EdgeShard.load(str(directory))
                 else:
-                    shard = _edge().EdgeShard.load(str(directory), _edge_config(spec))
-                    _record_index(directory, spec.index)
+                    shard = edge().EdgeShard.load(str(directory), edge_config(spec))
+                    if built.on_disk != spec.index.on_disk:  # the payload indexes move with the vectors
+                        self._index_payload(shard, spec, replace=True)
+                    record_index(directory, spec.index)
             else:
                 directory.mkdir(parents=True, exist_ok=True)
-                shard = _edge().EdgeShard.create(str(directory), _edge_config(spec))
-                _record_index(directory, spec.index)
-                qe = _edge()
-                for key, kind in spec.indexes.items():
-                    schema = qe.PayloadSchemaType.Keyword if kind == "keyword" else qe.PayloadSchemaType.Integer
-                    shard.update(qe.UpdateOperation.create_field_index(key, schema))
+                shard = edge().EdgeShard.create(str(directory), edge_config(spec))
+                record_index(directory, spec.index)
+                self._index_payload(shard, spec)
         except StoreError:
             raise
         except Exception as e:
@@ -145,6 +140,18 @@ class EdgeBackend(Backend):
         self._shards[spec.name] = shard
         self._specs[spec.name] = spec
         self.space.forget()
+
+    @staticmethod
+    def _index_payload(shard: Any, spec: CollectionSpec, replace: bool = False) -> None:
+        qe = edge()
+        for key, kind in spec.indexes.items():
+            if replace:
+                shard.update(qe.UpdateOperation.delete_field_index(key))
+            shard.update(qe.UpdateOperation.create_field_index(key, payload_index(kind, spec.index.on_disk)))
+
+    def read_ahead(self, collection: str, stop: Callable[[], bool] | None = None) -> int:
+        """Its files, the index before the original vectors (store/files.py)."""
+        return read_ahead(self._dir(collection), lambda: self._closed or (stop is not None and stop()))
 
     def _shard(self, name: str) -> Any:
         try:
@@ -173,7 +180,7 @@ class EdgeBackend(Backend):
     def _filter(self, where: Filter | None) -> Any:
         if where is None:
             return None
-        qe = _edge()
+        qe = edge()
 
         def cond(m: Any) -> Any:
             match = qe.MatchAny(list(m.value)) if isinstance(m.value, list) else qe.MatchValue(m.value)
@@ -189,15 +196,15 @@ class EdgeBackend(Backend):
     def _with_payload(with_payload: bool | Sequence[str]) -> Any:
         if isinstance(with_payload, bool):
             return with_payload
-        return _edge().PayloadSelector.Include(list(with_payload))
+        return edge().PayloadSelector.Include(list(with_payload))
 
     def _point(self, p: PointData) -> Any:
-        qe = _edge()
+        qe = edge()
         return qe.Point(id=int(p.id), vector=self._vectors(p), payload=p.payload)
 
     @staticmethod
     def _vectors(p: PointData) -> dict[str, Any]:
-        qe = _edge()
+        qe = edge()
         vector: dict[str, Any] = {n: np.asarray(v, np.float32).tolist() for n, v in p.dense.items()}
         for n, (idx, vals) in p.sparse.items():
             vector[n] = qe.SparseVector(indices=np.asarray(idx, np.int64).tolist(),
@@ -227,7 +234,7 @@ class EdgeBackend(Backend):
     def upsert(self, collection: str, points: Sequence[PointData]) -> None:
         self.space.check(f"write to {collection}")
         if points:
-            qe = _edge()
+            qe = edge()
             self._shard(collection).update(qe.UpdateOperation.upsert_points([self._point(p) for p in points]))
 
     def insert_sparse(self, collection: str, vector: str, ids: Sequence[int], rels: Sequence[SparseIn],
@@ -237,7 +244,7 @@ class EdgeBackend(Backend):
         self.space.check(f"write to {collection}")
         if not len(ids):
             return
-        qe = _edge()
+        qe = edge()
         sparse, point = qe.SparseVector, qe.Point
         self._shard(collection).update(qe.UpdateOperation.upsert_points([
             point(id=int(i), vector={vector: sparse(indices=idx, values=vals)}, payload=pl)
@@ -247,7 +254,7 @@ class EdgeBackend(Backend):
     def update_vectors(self, collection: str, points: Sequence[PointData]) -> None:
         self.space.check(f"write to {collection}")
         if points:
-            qe = _edge()
+            qe = edge()
             self._shard(collection).update(qe.UpdateOperation.update_vectors(
                 [qe.PointVectors(int(p.id), self._vectors(p)) for p in points]
             ))
@@ -255,29 +262,29 @@ class EdgeBackend(Backend):
     def set_payload(self, collection: str, ids: Sequence[int], payload: dict[str, Any]) -> None:
         self.space.check(f"write to {collection}")
         if len(ids):
-            qe = _edge()
+            qe = edge()
             self._shard(collection).update(qe.UpdateOperation.set_payload([int(i) for i in ids], payload))
 
     def delete(self, collection: str, ids: Sequence[int]) -> None:
         self.space.check(f"write to {collection}")
         if len(ids):
-            qe = _edge()
+            qe = edge()
             self._shard(collection).update(qe.UpdateOperation.delete_points([int(i) for i in ids]))
 
     def delete_where(self, collection: str, where: Filter) -> None:
         self.space.check(f"write to {collection}")
-        qe = _edge()
+        qe = edge()
         self._shard(collection).update(qe.UpdateOperation.delete_points_by_filter(self._filter(where)))
 
     # -- reads -----------------------------------------------------------------------------------
     def search_dense(self, collection: str, vector: str, queries: np.ndarray, limit: int, where: Filter | None = None,
                      with_payload: bool | Sequence[str] = False, mode: SearchMode = EXACT) -> list[Hits]:
-        qe = _edge()
+        qe = edge()
         queries = np.asarray(queries, np.float32)
         if len(queries) == 0 or limit <= 0:
             return [Hits(np.zeros(0, np.int64), np.zeros(0, np.float32), [] if with_payload else None) for _ in queries]
         flt = self._filter(where)
-        params = _search_params(mode)
+        params = search_params(mode)
         requests = [
             qe.QueryRequest(
                 limit=int(limit), query=qe.Query.Nearest(q.tolist(), using=vector), filter=flt,
@@ -290,7 +297,7 @@ class EdgeBackend(Backend):
 
     def search_dense_each(self, collection: str, vector: str, queries: np.ndarray, limits: Sequence[int],
                           wheres: Sequence[Filter | None]) -> list[Hits]:
-        qe = _edge()
+        qe = edge()
         queries = np.asarray(queries, np.float32)
         params = qe.SearchParams(exact=True)
         requests = [
@@ -304,7 +311,7 @@ class EdgeBackend(Backend):
 
     def search_sparse(self, collection: str, vector: str, queries: Sequence[SparseIn], limit: int,
                       where: Filter | None = None, with_payload: bool | Sequence[str] = False) -> list[Hits]:
-        qe = _edge()
+        qe = edge()
         flt = self._filter(where)
         out: list[Hits | None] = [None] * len(queries)
         requests, positions = [], []
@@ -335,7 +342,7 @@ class EdgeBackend(Backend):
 
     def scroll(self, collection: str, where: Filter | None = None, with_payload: bool | Sequence[str] = True,
                vectors: Sequence[str] = (), batch: int = 1024) -> Iterator[list[PointData]]:
-        qe = _edge()
+        qe = edge()
         shard = self._shard(collection)
         offset = None
         flt = self._filter(where)
@@ -350,7 +357,7 @@ class EdgeBackend(Backend):
                 return
 
     def count(self, collection: str, where: Filter | None = None) -> int:
-        qe = _edge()
+        qe = edge()
         return int(self._shard(collection).count(qe.CountRequest(exact=True, filter=self._filter(where))))
 
     def optimize(self, collection: str) -> bool:
@@ -417,6 +424,7 @@ class EdgeBackend(Backend):
             shard.flush()
 
     def close(self) -> None:
+        self._closed = True  # a read-ahead thread stops at its next chunk
         try:
             self._wait_blob()
         finally:
@@ -445,55 +453,3 @@ class EdgeBackend(Backend):
             except Exception:  # closing twice is harmless
                 pass
         self._shards.clear()
-
-
-def _edge_config(spec: CollectionSpec) -> Any:
-    """The engine's config of a collection: each dense vector with its quantization and graph (m=0:
-    none), originals in RAM or memory-mapped from disk; the sparse vectors and their full-scan bound."""
-    qe = _edge()
-    index = spec.index
-    quantization: Any = None
-    if index.quantization == "int8":
-        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
-    elif index.quantization == "binary":
-        quantization = qe.BinaryQuantizationConfig(always_ram=True)
-    elif index.quantization == "turbo":
-        quantization = qe.TurboQuantQuantizationConfig(always_ram=True, bits=qe.TurboQuantBitSize.Bits4)
-    hnsw = qe.HnswIndexConfig(m=index.hnsw_m, ef_construct=index.ef_construct, full_scan_threshold=FULL_SCAN_KB)
-    vectors = {n: qe.EdgeVectorParams(size=d, distance=qe.Distance.Dot, on_disk=index.on_disk or None,
-                                      quantization_config=quantization, hnsw_config=hnsw) for n, d in spec.dense.items()}
-    sparse = {n: qe.EdgeSparseVectorParams(full_scan_threshold=spec.sparse_full_scan) for n in spec.sparse}
-    return qe.EdgeConfig(vectors=vectors, sparse_vectors=sparse or None,
-                         optimizers=qe.EdgeOptimizersConfig(indexing_threshold=index.scan_below_kb))
-
-
-def _search_params(mode: SearchMode) -> Any:
-    """Exact: a scan of the originals (quantized data ignored). Otherwise the graph with ``hnsw_ef``
-    and quantized scores rescored with the originals (rescoring is off unless asked for)."""
-    qe = _edge()
-    if mode.exact:
-        return qe.SearchParams(exact=True)
-    quantization = qe.QuantizationSearchParams(rescore=True, oversampling=mode.oversampling) \
-        if mode.oversampling is not None else qe.QuantizationSearchParams(rescore=True)
-    return qe.SearchParams(hnsw_ef=mode.hnsw_ef, exact=False, quantization=quantization)
-
-
-def _stored_sizes(directory: Path) -> dict[str, int]:
-    config = json.loads((directory / "edge_config.json").read_text())
-    return {n: int(v["size"]) for n, v in (config.get("vectors") or {}).items()}
-
-
-def _stored_index(directory: Path) -> VectorIndex:
-    """The index settings a collection was built with (a collection written before they were
-    recorded was built plain: the default)."""
-    path = directory / INDEX_FILE
-    if not path.exists():
-        return VectorIndex()
-    data = json.loads(path.read_text())
-    return VectorIndex(**{k: v for k, v in data.items() if k in VectorIndex.__dataclass_fields__})
-
-
-def _record_index(directory: Path, index: VectorIndex) -> None:
-    tmp = directory / (INDEX_FILE + ".tmp")
-    tmp.write_text(json.dumps(asdict(index)))
-    os.replace(tmp, directory / INDEX_FILE)
