@@ -7,6 +7,9 @@ on the same vectors: exact search through the store, torch brute force float32 (
 
 Each store is built and measured in child processes, so that their memory figures are the store's own
 (RssAnon: the process's anonymous memory; VmRSS: also the page cache of memory-mapped files). The
+measuring child opens the store on a cold page cache (where the kernel lets it drop the cache) and
+times the first classification before anything warms it (`first_query_s`, then the next ten), then
+`warm_up()` (`warm_up_s`), then the rest. The
 vectors live in memory-mapped .npy files under --work. The last line is one JSON object
 {"sizes": {"1000000": {...}, ...}}, saved as benchmarks/results/scale.json.
 """

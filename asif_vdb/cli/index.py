@@ -36,7 +36,8 @@ def index_show(store: Path | None, url: str | None, api_key: str | None, as_json
 @click.option("--oversampling", type=click.FloatRange(1.0, 16.0), default=None,
               help="Candidates per result scored on quantized data, then rescored with the originals.")
 @click.option("--m", "m", type=click.IntRange(2, 128), default=None, help="HNSW graph degree.")
-@click.option("--on-disk/--in-ram", "on_disk", default=None, help="Original vectors memory-mapped from disk.")
+@click.option("--on-disk/--in-ram", "on_disk", default=None,
+              help="Vectors, quantized copy, graph and payload indexes memory-mapped rather than read into RAM at open.")
 @click.option("--exact-below", type=click.IntRange(min=0), default=None,
               help="Searches stay exact while the store has fewer anchors than this.")
 @json_option
