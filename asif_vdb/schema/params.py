@@ -172,7 +172,7 @@ class IndexSettings(BaseModel):
     #: Candidates per result scored on quantized data, then rescored with the originals.
     oversampling: float = Field(default=1.5, ge=1.0, le=16.0)
     #: Vectors, quantized data, graph and payload indexes memory-mapped from disk rather than read into
-    #: RAM when the store opens: opening a 1M-anchor store takes 1.4 s instead of 19, and ``warm_up``
+    #: RAM when the store opens: opening a 1M-anchor store takes about 2 s instead of 19, and ``warm_up``
     #: reads them into the page cache at disk speed (store/edge_settings.py).
     on_disk: bool = False
     #: Searches stay exact while the store has allocated fewer anchor ids than this.
@@ -195,7 +195,8 @@ AUTO_EXACT_BELOW = 100_000
 
 #: Named settings for the command line (``--index``); measured in benchmarks/scale.py and
 #: benchmarks/index_quality.py. The graph walks k x 3 candidates: on the Flickr8k anchors with the
-#: default method, x1.5 changed 2.3% of CIFAR-10 answers, x3 0.4%.
+#: default method, x1.5 changed 2.3% of CIFAR-10 answers, x3 0.4%. The approximate presets keep the
+#: index on disk (memory-mapped): at 1M anchors opening takes 2 s rather than 19.
 INDEX_PRESETS: dict[str, IndexSettings] = {
     "exact": IndexSettings(),
     "int8": IndexSettings(quantization="int8", oversampling=2.0, on_disk=True),

@@ -41,7 +41,6 @@ from asif_vdb.store.lock import StoreLock
 CONFIG_FILE = "asif_config.json"
 
 
-
 class EdgeBackend(Backend):
     """Collections live in ``PATH/collections/NAME``; the config document in ``PATH/asif_config.json``."""
 
