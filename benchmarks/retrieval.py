@@ -10,11 +10,12 @@ at the k-th anchor). Then ``store_default_*``: a store made with no options at a
 it fits its transforms as the anchors arrive, and its galleries are hub-normalised). Timings are
 ratios to the dense computation.
 
-Usage: python benchmarks/retrieval.py
+Usage: python benchmarks/retrieval.py [--image-encoder lite2]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -47,9 +48,13 @@ def dense_retrieval(a_img, a_txt, g_img, g_txt, owner, queries, p: float) -> dic
 
 
 def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image-encoder", default=None, help="an image encoder other than the default "
+                    "(lite2: results saved as retrieval_lite2.json)")
+    encoder = ap.parse_args().image_encoder
     f8k = load_flickr8k()
     with tempfile.TemporaryDirectory() as tmp:
-        probe = AsifClient(Path(tmp) / "probe")
+        probe = AsifClient(Path(tmp) / "probe", image_encoder=encoder)
         emb = embeddings(probe)
         probe.close()
     row = {n: i for i, n in enumerate(f8k.images)}
@@ -72,7 +77,8 @@ def main() -> dict:
         t0 = time.perf_counter()
         dense = dense_retrieval(a_img, a_txt, g_img, g_txt, owner, queries, p)
         t_dense = time.perf_counter() - t0
-        with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=AsifParams(k=K, p=p, method="plain")) as client:
+        with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=AsifParams(k=K, p=p, method="plain"),
+                                                              image_encoder=encoder) as client:
             t0 = time.perf_counter()
             client.add_anchor_embeddings(a_img, a_txt, payloads)
             t_insert = time.perf_counter() - t0
@@ -94,7 +100,7 @@ def main() -> dict:
               f"  i2t {store['i2t_R@1']:.3f}/{store['i2t_R@5']:.3f}/{store['i2t_R@10']:.3f}"
               f"  (dense t2i {dense['t2i_R@1']:.3f}/{dense['t2i_R@10']:.3f}; store {t_store:.1f} s, "
               f"dense {t_dense:.1f} s, insert {t_insert:.1f} s)", file=sys.stderr)
-    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store") as client:
+    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", image_encoder=encoder) as client:
         t0 = time.perf_counter()
         for s in range(0, len(payloads), 4096):  # in batches, as an ingestion adds them
             client.add_anchor_embeddings(a_img[s:s + 4096], a_txt[s:s + 4096], payloads[s:s + 4096])
@@ -105,12 +111,13 @@ def main() -> dict:
         t_store = time.perf_counter() - t0
         out["store_default_params"] = client.params.model_dump(mode="json")
         out["store_default_transforms"] = client.transforms()
+        out["image_encoder"] = client.encoder("image").identity.model_dump(mode="json")
     out.update({f"store_default_{key}": v for key, v in store.items() if key in dense})
     out["store_default_index_and_query_seconds"] = round(t_store, 1)
     out["store_default_anchor_insert_seconds"] = round(t_insert, 1)
     print(f"default: store t2i R@1/5/10 {store['t2i_R@1']:.3f}/{store['t2i_R@5']:.3f}/{store['t2i_R@10']:.3f}"
           f"  i2t {store['i2t_R@1']:.3f}/{store['i2t_R@5']:.3f}/{store['i2t_R@10']:.3f}", file=sys.stderr)
-    finish("retrieval", out)
+    finish("retrieval" + (f"_{encoder}" if encoder else ""), out)
     return out
 
 

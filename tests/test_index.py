@@ -149,14 +149,19 @@ def test_bad_index_settings_are_refused() -> None:
 
 def test_the_graph_walks_for_the_k_that_makes_a_relative_vector() -> None:
     """A candidate's list (k plus its reserve) walks the graph as far as a query's k does, and still
-    gets every result it asks for; an int8 scan has no walk."""
+    gets every result it asks for; the best quarter past k of the walk is rescored; an int8 scan has
+    no walk."""
     hnsw = INDEX_PRESETS["hnsw"]
-    query = search_mode(hnsw, 808, 800)
+    query = search_mode(hnsw, 800, 800)
     listing = search_mode(hnsw, 1008, 800)
     assert query.hnsw_ef == listing.hnsw_ef == int(800 * hnsw.oversampling)
-    assert listing.oversampling is not None and listing.oversampling * 1008 == pytest.approx(listing.hnsw_ef)
+    assert query.oversampling is not None and query.oversampling * 800 == pytest.approx(1000)
+    assert listing.oversampling == 1.0  # its reserve is the margin
     deep = search_mode(hnsw, 5000, 800)
     assert deep.hnsw_ef == 5000 and deep.oversampling == 1.0
-    assert search_mode(IndexSettings(quantization="int8", hnsw=True, ef=4000), 808, 800).hnsw_ef == 4000
+    wide = search_mode(IndexSettings(quantization="int8", hnsw=True, ef=4000), 808, 800)
+    assert wide.hnsw_ef == 4000 and wide.oversampling is not None and wide.oversampling * 808 == pytest.approx(1000)
+    narrow = search_mode(IndexSettings(quantization="int8", hnsw=True, oversampling=1.1), 800, 800)
+    assert narrow.hnsw_ef == 880 and narrow.oversampling == pytest.approx(1.1)  # never past the walk
     scan = search_mode(INDEX_PRESETS["int8"], 1008, 800)
     assert scan.hnsw_ef is None and scan.oversampling == INDEX_PRESETS["int8"].oversampling

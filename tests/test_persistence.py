@@ -41,7 +41,7 @@ def test_other_encoder_is_refused_naming_both(tmp_path) -> None:
     with AsifClient(tmp_path / "s", params=AsifParams(k=4)) as client:
         client.add_anchor_embeddings(img, txt, payloads)
     other = EncoderSpec(family="timm", name="resnet18")
-    with pytest.raises(EncoderMismatchError, match="tf_efficientnet_lite0.*resnet18"):
+    with pytest.raises(EncoderMismatchError, match="tf_efficientnet_lite2.*resnet18"):
         AsifClient(tmp_path / "s", image_encoder=other)
     with pytest.raises(EncoderMismatchError, match="all-minilm.*all-mpnet-base-v2"):
         AsifClient(tmp_path / "s", text_encoder="all-mpnet-base-v2")
@@ -105,7 +105,10 @@ def test_store_written_by_the_previous_release_answers_the_same(tmp_path) -> Non
                 got = client.classify(images, label_set, top=3)
                 want_labels, want_scores = _answers(expected["classify" if label_set == "shapes" else "hubbed"])
                 assert [[p.label for p in r.predictions] for r in got] == want_labels, (attempt, label_set)
-                np.testing.assert_allclose([[p.score for p in r.predictions] for r in got], want_scores, atol=1e-6)
+                # to float32 noise: oneDNN's convolutions may round differently from run to run, and a
+                # hub-normalised score divides by a small deviation (1.3e-6 seen on a score of 1.53)
+                np.testing.assert_allclose([[p.score for p in r.predictions] for r in got], want_scores,
+                                           rtol=1e-5, atol=1e-6)
             for gallery, key in (("pics", "gallery"), ("anchors", "search")):
                 hits = client.search("a red circle", gallery, top=5)
                 assert [h.id for h in hits] == [i for i, _ in expected[key]], (attempt, gallery)

