@@ -82,7 +82,9 @@ def test_image_bf16_on_request_is_float32_and_close() -> None:
     assert b.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
     assert float(np.min(np.sum(a * b, axis=1))) >= 0.99
-    assert np.argmax(bf16.classify_logits(photos), axis=1).tolist() == [698, 985]
+    top1 = np.argmax(fp32.classify_logits(photos), axis=1).tolist()
+    assert top1[0] == 698  # the palace
+    assert np.argmax(bf16.classify_logits(photos), axis=1).tolist() == top1
 
 
 @pytest.mark.parametrize("built,opened,tolerance", [
